@@ -1,0 +1,115 @@
+"""Define-by-run search spaces.
+
+A search-space module defines ``define(s: Space) -> dict``: it asks ``s`` for each searched value and
+returns the constants. Branching is plain Python, so a parameter can exist only where it matters
+(a kernel size only for conv heads). The same function serves every searcher:
+
+- ``OptunaSpace`` asks an Optuna trial (TPE or random sampling);
+- ``enumerate_space`` walks every branch, which gives the grid search (each numeric parameter's
+  ``grid`` values) and the set of configurations checked before a search starts.
+
+Pinned values (``--set key=value``) are returned without asking, so they are never searched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+Define = Callable[["Space"], Mapping[str, Any] | None]
+
+
+class Space:
+    """What ``define`` functions call. Subclasses decide where values come from."""
+
+    def __init__(self, pins: Mapping[str, Any] | None = None) -> None:
+        self.pins = dict(pins or {})
+        self.values: dict[str, Any] = {}
+
+    def choice(self, name: str, options: Sequence[Any]) -> Any:
+        return self._record(name, lambda: self._choice(name, list(options)))
+
+    def int(self, name: str, low: int, high: int, *, step: int = 1, log: bool = False) -> int:
+        return self._record(name, lambda: self._int(name, low, high, step, log))
+
+    def float(self, name: str, low: float, high: float, *, log: bool = False,
+              grid: Sequence[float] | None = None) -> float:
+        """``grid`` lists the values a grid search tries (default: the two bounds)."""
+        return self._record(name, lambda: self._float(name, low, high, log, list(grid or (low, high))))
+
+    def _record(self, name: str, ask: Callable[[], Any]) -> Any:
+        if name in self.values:
+            raise ValueError(f"search space asks for {name!r} twice")
+        self.values[name] = self.pins[name] if name in self.pins else ask()
+        return self.values[name]
+
+    def _choice(self, name: str, options: list[Any]) -> Any:
+        raise NotImplementedError
+
+    def _int(self, name: str, low: int, high: int, step: int, log: bool) -> int:
+        raise NotImplementedError
+
+    def _float(self, name: str, low: float, high: float, log: bool, grid: list[float]) -> float:
+        raise NotImplementedError
+
+
+class OptunaSpace(Space):
+    """Values suggested by an Optuna trial (whatever its sampler: TPE, random, ...)."""
+
+    def __init__(self, trial: Any, pins: Mapping[str, Any] | None = None) -> None:
+        super().__init__(pins)
+        self.trial = trial
+
+    def _choice(self, name: str, options: list[Any]) -> Any:
+        return self.trial.suggest_categorical(name, options)
+
+    def _int(self, name: str, low: int, high: int, step: int, log: bool) -> int:
+        return self.trial.suggest_int(name, low, high, step=step, log=log)
+
+    def _float(self, name: str, low: float, high: float, log: bool, grid: list[float]) -> float:
+        return self.trial.suggest_float(name, low, high, log=log)
+
+
+class _PathSpace(Space):
+    """Answers the i-th question with option ``path[i]``; records how many options each question had,
+    so ``enumerate_space`` can walk every branch depth-first."""
+
+    def __init__(self, path: list[int], pins: Mapping[str, Any] | None) -> None:
+        super().__init__(pins)
+        self.path = path
+        self.widths: list[int] = []
+
+    def _pick(self, options: list[Any]) -> Any:
+        depth = len(self.widths)
+        self.widths.append(len(options))
+        return options[self.path[depth] if depth < len(self.path) else 0]
+
+    def _choice(self, name: str, options: list[Any]) -> Any:
+        return self._pick(options)
+
+    def _int(self, name: str, low: int, high: int, step: int, log: bool) -> int:
+        return self._pick(list(range(low, high + 1, step)))
+
+    def _float(self, name: str, low: float, high: float, log: bool, grid: list[float]) -> float:
+        return self._pick(grid)
+
+
+def enumerate_space(define: Define, pins: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+    """Every configuration of the space's grid: all choices, all ints, floats at their ``grid``
+    values, following conditional branches. Each result holds the asked values and the constants."""
+    configs: list[dict[str, Any]] = []
+    path: list[int] | None = []
+    while path is not None:
+        space = _PathSpace(path, pins)
+        constants = define(space) or {}
+        configs.append({**constants, **space.values})
+        path = _next_path(path + [0] * (len(space.widths) - len(path)), space.widths)
+    return configs
+
+
+def _next_path(path: list[int], widths: list[int]) -> list[int] | None:
+    """The next branch in depth-first order: advance the deepest question with options left."""
+    for depth in reversed(range(len(widths))):
+        if path[depth] + 1 < widths[depth]:
+            return path[:depth] + [path[depth] + 1]
+    return None

@@ -1,0 +1,116 @@
+"""``medtune``: ``tune`` runs a search, ``train`` runs one trial in-process (no Ray), ``analyze``
+writes the statistics of a finished search."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from tuner.errors import ConfigError
+
+
+def _add_tune(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser("tune", help="run a hyperparameter search with Ray Tune",
+                            description="Run a search: Optuna TPE (or random, or grid) with ASHA early "
+                                        "stopping on val_auc, every trial logged to MLflow.")
+    p.add_argument("--space", required=True, help="search-space module in search_spaces/ (e.g. quick)")
+    p.add_argument("--dataset", required=True, help="MedMNIST name (breastmnist), image folder, or .npz")
+    p.add_argument("--data-root", help="folder of MedMNIST .npz files (default $MEDTUNE_DATA_ROOT, ~/.medmnist)")
+    p.add_argument("--num-samples", type=int, help="trials to sample (optuna/random; default 8)")
+    p.add_argument("--max-epochs", type=int, help="epochs per trial (pins `epochs`; ASHA's max_t)")
+    p.add_argument("--search", default="optuna", choices=["optuna", "random", "grid"])
+    p.add_argument("--cpus-per-trial", type=float, default=1.0)
+    p.add_argument("--gpus-per-trial", type=float, default=0.0, help="fractions pack trials on one GPU")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="pin a parameter")
+    p.add_argument("--storage", default="results", help="Tune results folder (shared storage on a cluster)")
+    p.add_argument("--experiment", help="search name (default <space>-<dataset>-<time>)")
+    p.add_argument("--tracking-uri", help="MLflow URI (default $MLFLOW_TRACKING_URI, else sqlite in --storage)")
+    p.add_argument("--resume", action="store_true", help="continue the search --experiment in --storage")
+    p.add_argument("--seed", type=int, default=0, help="the searcher's seed")
+    p.add_argument("--grace-period", type=int, default=1, help="ASHA: epochs before a trial can be stopped")
+    p.add_argument("--reduction-factor", type=int, default=2, help="ASHA: 1/rf of trials go on at each rung")
+
+
+def _add_train(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser("train", help="run one trial in this process, without Ray (to debug a config)")
+    p.add_argument("--space", required=True, help="search-space module whose first grid point is the base")
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--data-root")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--out", default="results/train", help="folder for the checkpoint")
+    p.add_argument("--resume", action="store_true", help="continue from --out's checkpoint")
+
+
+def _add_analyze(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser("analyze", help="mixed models, DeLong tests, tables and plots of a search")
+    p.add_argument("--experiment", required=True, help="the search's name (its MLflow experiment)")
+    p.add_argument("--tracking-uri", help="MLflow URI (default $MLFLOW_TRACKING_URI, else sqlite in --storage)")
+    p.add_argument("--storage", default="results", help="where the default sqlite store lives")
+    p.add_argument("--out", help="report folder (default <storage>/<experiment>/report)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="medtune", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    _add_tune(commands)
+    _add_train(commands)
+    _add_analyze(commands)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "tune":
+            return _tune(args)
+        if args.command == "train":
+            return _train(args)
+        from analysis.cli import analyze
+
+        return analyze(args.experiment, tracking_uri=args.tracking_uri, storage=args.storage, out=args.out)
+    except ConfigError as error:
+        print(f"medtune: error: {error}", file=sys.stderr)
+        return 2
+
+
+def _tune(args: argparse.Namespace) -> int:
+    from tuner.search import SearchRequest, pins_from_pairs, run_search
+
+    outcome = run_search(SearchRequest(
+        space=args.space, dataset=args.dataset, data_root=args.data_root, num_samples=args.num_samples,
+        max_epochs=args.max_epochs, search=args.search, cpus_per_trial=args.cpus_per_trial,
+        gpus_per_trial=args.gpus_per_trial, pins=pins_from_pairs(args.set), storage=args.storage,
+        experiment=args.experiment, tracking_uri=args.tracking_uri, resume=args.resume, seed=args.seed,
+        grace_period=args.grace_period, reduction_factor=args.reduction_factor))
+    print(f"\nmedtune: {outcome.trials} trials: {outcome.completed} completed, {outcome.stopped_early} stopped "
+          f"early by ASHA, {outcome.errored} errored.")
+    if outcome.best:
+        print(f"best (by validation AUC): val_auc={outcome.best['best_val_auc']:.4f} "
+              f"test_auc={outcome.best['test_auc']:.4f} test_acc={outcome.best['test_acc']:.4f}")
+        print("  " + json.dumps(outcome.best["config"]))
+    print(f"Tune results:  {outcome.experiment_dir}")
+    print(f"MLflow runs:   {outcome.tracking_uri}  (experiment {outcome.experiment!r})")
+    print(f"  view them:   mlflow ui --backend-store-uri {outcome.tracking_uri} --workers 1")
+    print(f"  analyse:     medtune analyze --experiment {outcome.experiment} --storage {args.storage}")
+    return 0 if outcome.errored < outcome.trials else 1
+
+
+def _train(args: argparse.Namespace) -> int:
+    from search_spaces import enumerate_space, get_space
+    from tuner.config import make_trial_config
+    from tuner.data import load_dataset
+    from tuner.search import pins_from_pairs
+    from tuner.training.session import LocalSession
+    from tuner.training.trial import run_trial
+
+    pins = pins_from_pairs(args.set)
+    config = make_trial_config({**enumerate_space(get_space(args.space).define, pins)[0], **pins})
+    data = load_dataset(args.dataset, args.data_root)
+    print("medtune: training " + json.dumps(config), flush=True)
+    out = Path(args.out)
+    result = run_trial(config, data, LocalSession(out, resume=args.resume))
+    print(f"medtune: done; best val_auc={result['best_val_auc']:.4f} test_auc={result['test_auc']:.4f}; "
+          f"checkpoint in {out / 'checkpoint'}")
+    return 0

@@ -1,0 +1,53 @@
+"""Data sources: MedMNIST ``.npz`` files and class-per-subfolder image folders.
+
+``load_dataset`` is the one entry point: it decides the source from the spec, decodes once, and
+checks the splits before any trial starts.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from tuner.data.folder import load_image_folder
+from tuner.data.medmnist import is_medmnist_name, known_names, load_medmnist, load_npz, resolve_data_root
+from tuner.data.splits import DatasetSplits, Split, check_splits
+from tuner.data.transforms import build_transform
+from tuner.errors import ConfigError
+
+__all__ = ["DatasetSplits", "ImageDataset", "Split", "build_transform", "load_dataset",
+           "resolve_data_root"]
+
+
+def load_dataset(spec: str, data_root: str | os.PathLike | None = None) -> DatasetSplits:
+    """A MedMNIST name (``breastmnist``), an image folder, or a MedMNIST-style ``.npz`` path."""
+    path = Path(spec).expanduser()
+    if is_medmnist_name(spec) and not path.exists():
+        data = load_medmnist(spec, data_root)
+    elif path.is_dir():
+        data = load_image_folder(path.resolve())
+    elif path.suffix == ".npz" and path.is_file():
+        data = load_npz(path.resolve(), name=path.stem)
+    else:
+        raise ConfigError(
+            f"data set {spec!r} not found: it is neither a MedMNIST name ({', '.join(known_names())}), "
+            "nor an existing image folder (one subfolder per class), nor an existing .npz file."
+        )
+    check_splits(data)
+    return data
+
+
+class ImageDataset(torch.utils.data.Dataset):
+    """One split as (image tensor, label) pairs, transformed on the fly."""
+
+    def __init__(self, split: Split, transform) -> None:
+        self.split = split
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        return self.transform(self.split.images[index]), int(self.split.labels[index])

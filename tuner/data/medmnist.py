@@ -1,0 +1,129 @@
+"""MedMNIST ``.npz`` files, found by name in a data root, with their official keys.
+
+Nothing is downloaded: clusters often have no internet, and a download inside a trial would repeat
+on every node. Put the official file (from the MedMNIST Zenodo record) in the data root.
+"""
+
+from __future__ import annotations
+
+import os
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from tuner.data.splits import SPLIT_NAMES, DatasetSplits, Split, Task
+from tuner.errors import ConfigError
+
+DATA_ROOT_ENV = "MEDTUNE_DATA_ROOT"
+# MedMNIST's own default root, so files the ``medmnist`` package already downloaded are found.
+DEFAULT_DATA_ROOT = Path("~/.medmnist")
+DOWNLOAD_PAGE = "https://zenodo.org/records/10519652"
+
+# The 2-D MedMNIST v2 data sets medtune can train on: task and class names (MedMNIST's INFO table).
+_DATASETS: dict[str, tuple[Task, tuple[str, ...]]] = {
+    "breastmnist": ("binary", ("malignant", "normal, benign")),
+    "pneumoniamnist": ("binary", ("normal", "pneumonia")),
+    "pathmnist": ("multiclass", ("adipose", "background", "debris", "lymphocytes", "mucus",
+                                 "smooth muscle", "normal colon mucosa", "cancer-associated stroma",
+                                 "colorectal adenocarcinoma epithelium")),
+    "dermamnist": ("multiclass", ("actinic keratoses and intraepithelial carcinoma",
+                                  "basal cell carcinoma", "benign keratosis-like lesions",
+                                  "dermatofibroma", "melanoma", "melanocytic nevi", "vascular lesions")),
+    "octmnist": ("multiclass", ("choroidal neovascularization", "diabetic macular edema", "drusen",
+                                "normal")),
+    "retinamnist": ("multiclass", ("0", "1", "2", "3", "4")),
+    "bloodmnist": ("multiclass", ("basophil", "eosinophil", "erythroblast", "immature granulocytes",
+                                  "lymphocyte", "monocyte", "neutrophil", "platelet")),
+    "tissuemnist": ("multiclass", ("Collecting Duct, Connecting Tubule", "Distal Convoluted Tubule",
+                                   "Glomerular endothelial cells", "Interstitial endothelial cells",
+                                   "Leukocytes", "Podocytes", "Proximal Tubule Segments",
+                                   "Thick Ascending Limb")),
+    "organamnist": ("multiclass", ("bladder", "femur-left", "femur-right", "heart", "kidney-left",
+                                   "kidney-right", "liver", "lung-left", "lung-right", "pancreas",
+                                   "spleen")),
+}
+_DATASETS["organcmnist"] = _DATASETS["organamnist"]
+_DATASETS["organsmnist"] = _DATASETS["organamnist"]
+_SIZES = ("28", "64", "128", "224")
+
+
+def resolve_data_root(data_root: str | os.PathLike | None = None) -> Path:
+    """``--data-root``, else ``$MEDTUNE_DATA_ROOT``, else MedMNIST's default ``~/.medmnist``."""
+    chosen = data_root or os.environ.get(DATA_ROOT_ENV) or DEFAULT_DATA_ROOT
+    return Path(chosen).expanduser().resolve()
+
+
+def is_medmnist_name(name: str) -> bool:
+    """``breastmnist`` and its MedMNIST+ sizes (``breastmnist_224``) are MedMNIST names."""
+    base, _, size = name.partition("_")
+    return base in _DATASETS and (not size or size in _SIZES)
+
+
+def known_names() -> list[str]:
+    return sorted(_DATASETS)
+
+
+def load_medmnist(name: str, data_root: str | os.PathLike | None = None) -> DatasetSplits:
+    """Load ``<data_root>/<name>.npz`` with MedMNIST's official split keys."""
+    if not is_medmnist_name(name):
+        raise ConfigError(
+            f"unknown MedMNIST data set {name!r}. Known: {', '.join(known_names())} "
+            f"(optionally with a size suffix: {', '.join('_' + s for s in _SIZES[1:])})."
+        )
+    root = resolve_data_root(data_root)
+    path = root / f"{name}.npz"
+    if not path.is_file():
+        raise ConfigError(
+            f"MedMNIST file not found: {path}. Put the official {name}.npz (from {DOWNLOAD_PAGE}) "
+            f"into {root}, or point --data-root or ${DATA_ROOT_ENV} at the folder that holds it."
+        )
+    task, class_names = _DATASETS[name.partition("_")[0]]
+    return load_npz(path, name=name, task=task, class_names=class_names)
+
+
+def load_npz(path: Path, *, name: str, task: Task | None = None,
+             class_names: tuple[str, ...] | None = None) -> DatasetSplits:
+    """Read an ``.npz`` laid out like MedMNIST's: ``{train,val,test}_{images,labels}``.
+
+    Without ``class_names`` (a user's own file) the classes are the label values 0..max, and the
+    task is binary when there are two."""
+    try:
+        with np.load(path) as archive:
+            keys = set(archive.files)
+            expected = {f"{split}_{kind}" for split in SPLIT_NAMES for kind in ("images", "labels")}
+            missing = sorted(expected - keys)
+            if missing:
+                raise ConfigError(
+                    f"{path} is not a MedMNIST-style .npz: it lacks the keys {', '.join(missing)} "
+                    f"(it has {', '.join(sorted(keys)) or 'no arrays'}). Each split needs "
+                    "'<split>_images' (N, H, W[, 3]) uint8 and '<split>_labels' (N, 1)."
+                )
+            splits = {split: _read_split(archive, split, path) for split in SPLIT_NAMES}
+    except (zipfile.BadZipFile, OSError, ValueError) as error:
+        if isinstance(error, ConfigError):
+            raise
+        raise ConfigError(f"cannot read {path} as an .npz archive ({error}); the file is corrupt "
+                          "or not an .npz: download it again.") from error
+    if class_names is None:
+        num_classes = max(int(split.labels.max()) for split in splits.values()) + 1
+        class_names = tuple(str(i) for i in range(num_classes))
+    if task is None:
+        task = "binary" if len(class_names) == 2 else "multiclass"
+    return DatasetSplits(name=name, task=task, class_names=class_names, **splits)
+
+
+def _read_split(archive: np.lib.npyio.NpzFile, split: str, path: Path) -> Split:
+    images = archive[f"{split}_images"]
+    labels = archive[f"{split}_labels"]
+    if images.dtype != np.uint8 or images.ndim not in (3, 4) or (images.ndim == 4 and images.shape[-1] != 3):
+        raise ConfigError(
+            f"{path}: '{split}_images' has shape {images.shape} and dtype {images.dtype}; expected "
+            "uint8 (N, H, W) grayscale or (N, H, W, 3) colour."
+        )
+    if labels.ndim == 2 and labels.shape[1] > 1:
+        raise ConfigError(
+            f"{path}: '{split}_labels' has {labels.shape[1]} columns, i.e. a multi-label data set; "
+            "medtune trains binary and multi-class tasks."
+        )
+    return Split(images=images, labels=labels.reshape(-1).astype(np.int64))

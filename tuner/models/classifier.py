@@ -1,0 +1,73 @@
+"""A backbone trunk plus a head, with the trunk's layer groups as the unit of freezing.
+
+Frozen groups run in inference mode: their BatchNorm layers use and keep their stored running
+statistics instead of re-estimating them from the new domain's batches. Otherwise "frozen" layers
+would still change (through their buffers) every step, and a linear probe would not be one. BatchNorm
+in trainable groups trains normally.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from tuner.models.heads import build_head
+from tuner.models.registry import BackboneSpec, get_backbone
+from tuner.models.weights import load_trunk_weights
+
+
+class Classifier(nn.Module):
+    def __init__(self, spec: BackboneSpec, trunk: nn.Module, head: nn.Module) -> None:
+        super().__init__()
+        self.spec = spec
+        self.trunk = trunk
+        self.head = head
+        self.groups: list[list[nn.Module]] = [
+            [trunk.get_submodule(path) for path in paths] for paths in spec.groups
+        ]
+        self._trainable_groups: frozenset[int] = frozenset(range(len(self.groups)))
+
+    @property
+    def num_groups(self) -> int:
+        return len(self.groups)
+
+    @property
+    def trainable_groups(self) -> frozenset[int]:
+        return self._trainable_groups
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.head(self.trunk(images))
+
+    def group_parameters(self, index: int) -> list[nn.Parameter]:
+        return [p for module in self.groups[index] for p in module.parameters()]
+
+    def set_trainable_groups(self, indices: frozenset[int] | set[int] | range) -> None:
+        """Make exactly these trunk groups (0 = stem) trainable; the head always is."""
+        self._trainable_groups = frozenset(indices)
+        for index in range(self.num_groups):
+            for parameter in self.group_parameters(index):
+                parameter.requires_grad_(index in self._trainable_groups)
+        for parameter in self.head.parameters():
+            parameter.requires_grad_(True)
+        self.train(self.training)
+
+    def train(self, mode: bool = True) -> Classifier:
+        super().train(mode)
+        if mode:
+            for index in set(range(self.num_groups)) - self._trainable_groups:
+                for module in self.groups[index]:
+                    module.eval()
+        return self
+
+
+def build_classifier(*, backbone: str, weights: str, head: str, num_outputs: int, dropout: float = 0.0,
+                     kernel_size: int | None = None, filters: int | None = None,
+                     hidden_ratio: float | None = None) -> Classifier:
+    """Build the trunk, load its starting weights, and put the head in place of its classifier."""
+    spec = get_backbone(backbone)
+    trunk = spec.build(weights=None)
+    setattr(trunk, spec.classifier_attr, nn.Identity())
+    load_trunk_weights(trunk, spec, weights)
+    return Classifier(spec, trunk, build_head(head, spec.feature_dim, num_outputs, dropout=dropout,
+                                              kernel_size=kernel_size, filters=filters,
+                                              hidden_ratio=hidden_ratio))

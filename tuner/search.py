@@ -1,0 +1,257 @@
+"""A search: check everything, load the data once, then let Ray Tune run the trials.
+
+Every check that can fail runs here, on the driver, before Ray starts: the space, every
+configuration it can produce, the weight files they need, the data set, and the tracking store.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from search_spaces import OptunaSpace, enumerate_space, get_space
+from tuner.config import TRIAL_DEFAULTS, make_trial_config, unknown_key_error
+from tuner.data import DatasetSplits, load_dataset
+from tuner.errors import ConfigError
+from tuner.models import get_backbone
+from tuner.models.weights import weights_file
+from tuner.tracking import (
+    MlflowTrialLogger,
+    default_tracking_uri,
+    open_experiment,
+    start_parent_run,
+)
+
+SearchAlgorithm = Literal["optuna", "random", "grid"]
+SEARCH_FILE = "medtune_search.json"  # in the Tune experiment folder: what --resume needs
+METRIC = "val_auc"
+
+
+@dataclass
+class SearchRequest:
+    space: str
+    dataset: str
+    data_root: str | None = None
+    num_samples: int | None = None
+    max_epochs: int | None = None
+    search: SearchAlgorithm = "optuna"
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0
+    pins: dict[str, Any] = field(default_factory=dict)
+    storage: str = "results"
+    experiment: str | None = None
+    tracking_uri: str | None = None
+    resume: bool = False
+    seed: int = 0
+    grace_period: int = 1
+    reduction_factor: int = 2
+    max_failures: int = 2
+
+
+@dataclass
+class SearchOutcome:
+    experiment: str
+    experiment_dir: Path
+    tracking_uri: str
+    parent_run_id: str
+    trials: int
+    completed: int
+    stopped_early: int
+    errored: int
+    best: dict[str, Any] | None
+
+
+def prepare(request: SearchRequest) -> tuple[Any, list[dict[str, Any]]]:
+    """The space module and every configuration its grid can produce, all checked."""
+    if request.search not in ("optuna", "random", "grid"):
+        raise ConfigError(f"unknown search algorithm {request.search!r}; use optuna, random or grid.")
+    if request.cpus_per_trial <= 0 or request.gpus_per_trial < 0:
+        raise ConfigError("--cpus-per-trial must be > 0 and --gpus-per-trial >= 0.")
+    space = get_space(request.space)
+    pins = dict(request.pins)
+    for key in pins:
+        if key not in TRIAL_DEFAULTS:
+            raise unknown_key_error(key, list(TRIAL_DEFAULTS), f"--set (space {request.space!r})")
+    if request.max_epochs is not None:
+        pins["epochs"] = request.max_epochs
+    configs = [make_trial_config({**config, **pins}) for config in enumerate_space(space.define, pins)]
+    for backbone, weights in sorted({(c["backbone"], c["weights"]) for c in configs}):
+        weights_file(get_backbone(backbone), weights)
+    if request.search == "grid" and request.num_samples is not None:
+        raise ConfigError(f"a grid search runs each of its {len(configs)} grid points once; drop --num-samples "
+                          "(or use --search optuna / random to sample a number of trials).")
+    return space, configs
+
+
+def run_search(request: SearchRequest) -> SearchOutcome:
+    from ray import tune
+
+    space, configs = prepare(request)
+    storage = Path(request.storage).expanduser().resolve()
+    name = request.experiment or f"{request.space}-{Path(request.dataset).name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    experiment_dir = storage / name
+    search_file = experiment_dir / SEARCH_FILE
+    if request.resume and not search_file.is_file():
+        raise ConfigError(f"--resume: no search to resume in {experiment_dir} (no {SEARCH_FILE}). Check "
+                          "--storage and --experiment.")
+    if not request.resume and experiment_dir.exists():
+        raise ConfigError(f"{experiment_dir} already holds a search. Pass --resume to continue it, or choose "
+                          "another --experiment name.")
+    data = load_dataset(request.dataset, request.data_root)
+    tracking_uri = request.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(storage)
+    storage.mkdir(parents=True, exist_ok=True)
+    client, experiment_id = open_experiment(tracking_uri, name, _artifact_root(tracking_uri, storage))
+    _init_ray(request)
+
+    trainable = tune.with_resources(tune.with_parameters(_tune_trial, data=data),
+                                    {"cpu": request.cpus_per_trial, "gpu": request.gpus_per_trial})
+    if request.resume:
+        saved = json.loads(search_file.read_text())
+        parent_run_id = saved["parent_run_id"]
+        tuner = tune.Tuner.restore(str(experiment_dir), trainable=trainable, resume_errored=True)
+    else:
+        parent_run_id = start_parent_run(client, experiment_id, name, {
+            **{k: v for k, v in asdict(request).items() if k not in ("pins", "resume")},
+            "pins": request.pins, "dataset": data.name, "task": data.task,
+            "grid_size": len(configs)}, Path(space.__file__))
+        tuner = _new_tuner(request, configs, trainable, storage, name,
+                           MlflowTrialLogger(tracking_uri, experiment_id, parent_run_id,
+                                             {"dataset": data.name}))
+        experiment_dir.mkdir(parents=True, exist_ok=True)
+        search_file.write_text(json.dumps({"parent_run_id": parent_run_id, "tracking_uri": tracking_uri,
+                                           "request": asdict(request)}, indent=2))
+    print(f"medtune: search {name!r}: Tune results in {experiment_dir}; MLflow {tracking_uri} "
+          f"(parent run {parent_run_id})", flush=True)
+    results = tuner.fit()
+    outcome = _summarise(results, name, experiment_dir, tracking_uri, parent_run_id)
+    client.set_terminated(parent_run_id, status="FINISHED" if outcome.errored < outcome.trials else "FAILED")
+    return outcome
+
+
+def _tune_trial(config: dict[str, Any], data: DatasetSplits) -> None:
+    """The Tune function trainable: one trial reporting to Tune."""
+    from tuner.training.session import TuneSession
+    from tuner.training.trial import run_trial
+
+    run_trial(config, data, TuneSession())
+
+
+def _artifact_root(tracking_uri: str, storage: Path) -> Path | None:
+    """A local store keeps artifacts beside it; a server decides for itself."""
+    return storage / "mlartifacts" if tracking_uri.startswith(("sqlite:", "file:", "/")) else None
+
+
+def _init_ray(request: SearchRequest) -> None:
+    """Join the cluster named by $RAY_ADDRESS, else start Ray on this machine; then check that some
+    node can hold one trial."""
+    import ray
+
+    if not ray.is_initialized():
+        address = os.environ.get("RAY_ADDRESS")
+        try:
+            ray.init(address=address or None, include_dashboard=False, log_to_driver=True,
+                     configure_logging=False)
+        except (ConnectionError, RuntimeError, ValueError) as error:
+            raise ConfigError(f"cannot connect to the Ray cluster at RAY_ADDRESS={address!r} ({error}). "
+                              "Start it, fix RAY_ADDRESS, or unset it to run locally.") from error
+    nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+    if not any(n.get("CPU", 0) >= request.cpus_per_trial and n.get("GPU", 0) >= request.gpus_per_trial
+               for n in nodes):
+        biggest = max(((n.get("CPU", 0), n.get("GPU", 0)) for n in nodes), default=(0, 0))
+        raise ConfigError(f"no node can run a trial asking for {request.cpus_per_trial} CPU and "
+                          f"{request.gpus_per_trial} GPU; the largest node has {biggest[0]:g} CPU and "
+                          f"{biggest[1]:g} GPU. Lower --cpus-per-trial / --gpus-per-trial.")
+
+
+def _new_tuner(request: SearchRequest, configs: list[dict[str, Any]], trainable: Any,
+               storage: Path, name: str, logger: MlflowTrialLogger):
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+
+    max_epochs = max(c["epochs"] for c in configs)
+    scheduler = ASHAScheduler(time_attr="training_iteration", max_t=max_epochs,
+                              grace_period=min(request.grace_period, max_epochs),
+                              reduction_factor=request.reduction_factor)
+    searcher, num_samples = _searcher(request, configs)
+    return tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(metric=METRIC, mode="max", scheduler=scheduler, search_alg=searcher,
+                                    num_samples=num_samples),
+        run_config=tune.RunConfig(
+            name=name, storage_path=str(storage), callbacks=[logger],
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            failure_config=tune.FailureConfig(max_failures=request.max_failures),
+            verbose=1),
+    )
+
+
+def _searcher(request: SearchRequest, configs: list[dict[str, Any]]):
+    from ray.tune.search import BasicVariantGenerator
+
+    if request.search == "grid":
+        return BasicVariantGenerator(points_to_evaluate=configs), len(configs)
+    import optuna
+    from ray.tune.search.optuna import OptunaSearch
+
+    pins = dict(request.pins)
+    if request.max_epochs is not None:
+        pins["epochs"] = request.max_epochs
+    sampler = (optuna.samplers.TPESampler(seed=request.seed) if request.search == "optuna"
+               else optuna.samplers.RandomSampler(seed=request.seed))
+    return OptunaSearch(space=_OptunaDefine(request.space, pins), metric=METRIC, mode="max", sampler=sampler), request.num_samples or 8
+
+
+class _OptunaDefine:
+    """The space's ``define`` as Optuna define-by-run; a class, because Tune pickles the searcher
+    (with this) into every experiment checkpoint so that --resume can continue the study."""
+
+    def __init__(self, space_name: str, pins: dict[str, Any]) -> None:
+        self.space_name = space_name
+        self.pins = pins
+
+    def __call__(self, trial: Any) -> dict[str, Any]:
+        return {**(get_space(self.space_name).define(OptunaSpace(trial, self.pins)) or {}), **self.pins}
+
+
+def _summarise(results: Any, name: str, experiment_dir: Path, tracking_uri: str,
+               parent_run_id: str) -> SearchOutcome:
+    completed = stopped = errored = 0
+    for result in results:
+        if result.error is not None:
+            errored += 1
+        elif (result.metrics or {}).get("epoch", 0) >= result.config.get("epochs", 0):
+            completed += 1
+        else:
+            stopped += 1
+    best = None
+    if errored < len(results):
+        top = results.get_best_result(metric="best_val_auc", mode="max", scope="last")
+        best = {"config": top.config, **{k: top.metrics.get(k) for k in ("best_val_auc", "test_auc", "test_acc")}}
+    return SearchOutcome(name, experiment_dir, tracking_uri, parent_run_id, len(results), completed, stopped,
+                         errored, best)
+
+
+def pins_from_pairs(pairs: list[str]) -> dict[str, Any]:
+    """``["lr=1e-3", "head=conv"]`` to typed values (Python literals where they parse)."""
+    import ast
+
+    pins: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set {pair!r} is not key=value.")
+        try:
+            value = ast.literal_eval(raw)
+        except (ValueError, SyntaxError):
+            value = {"true": True, "false": False, "none": None}.get(raw.lower(), raw)
+        pins[key.strip()] = value
+    return pins
+
+
+def describe(mapping: Mapping[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in mapping.items())

@@ -1,0 +1,1 @@
+"""Training: the trial, its loop, metrics, checkpoints, and where it reports."""

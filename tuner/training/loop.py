@@ -1,0 +1,73 @@
+"""One epoch of training and one pass of evaluation; nothing else."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+
+@dataclass
+class Evaluation:
+    loss: float
+    probs: np.ndarray  # (N, C) softmax probabilities
+    labels: np.ndarray  # (N,)
+
+
+class Precision:
+    """Mixed precision on CUDA (bf16 where supported, else fp16 with loss scaling); full fp32 on CPU,
+    where autocast brings no speed."""
+
+    def __init__(self, device: torch.device, enabled: bool) -> None:
+        self.enabled = enabled and device.type == "cuda"
+        self.dtype = torch.bfloat16 if self.enabled and torch.cuda.is_bf16_supported() else torch.float16
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.enabled and self.dtype == torch.float16)
+        self.device_type = device.type
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        if not self.enabled:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device_type, dtype=self.dtype)
+
+
+def train_one_epoch(model: nn.Module, loader: torch.utils.data.DataLoader, optimizer: torch.optim.Optimizer,
+                    loss_fn: nn.Module, device: torch.device, precision: Precision) -> tuple[float, float]:
+    """Returns the epoch's mean training loss and accuracy. A non-finite loss stops the trial: its
+    weights are already ruined, and continuing would only spend compute."""
+    model.train()
+    total_loss, correct, seen = 0.0, 0, 0
+    for images, labels in loader:
+        images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+        with precision.autocast():
+            logits = model(images)
+            loss = loss_fn(logits, labels)
+        if not math.isfinite(loss.item()):
+            raise FloatingPointError(f"training loss became {loss.item()} (lr too high?)")
+        optimizer.zero_grad(set_to_none=True)
+        precision.scaler.scale(loss).backward()
+        precision.scaler.step(optimizer)
+        precision.scaler.update()
+        total_loss += loss.item() * len(labels)
+        correct += (logits.argmax(dim=1) == labels).sum().item()
+        seen += len(labels)
+    return total_loss / seen, correct / seen
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader: torch.utils.data.DataLoader, loss_fn: nn.Module,
+             device: torch.device, precision: Precision) -> Evaluation:
+    model.eval()
+    total_loss, probs, labels = 0.0, [], []
+    for images, batch_labels in loader:
+        images, batch_labels = images.to(device, non_blocking=True), batch_labels.to(device, non_blocking=True)
+        with precision.autocast():
+            logits = model(images)
+        total_loss += loss_fn(logits.float(), batch_labels).item() * len(batch_labels)
+        probs.append(torch.softmax(logits.float(), dim=1).cpu())
+        labels.append(batch_labels.cpu())
+    all_labels = torch.cat(labels).numpy()
+    return Evaluation(total_loss / len(all_labels), torch.cat(probs).numpy(), all_labels)
