@@ -23,12 +23,16 @@ _PARENT_TAG = "mlflow.parentRunId"
 
 
 def resolve_tracking_uri(tracking_uri: str | None, storage: str | os.PathLike = "results") -> str:
-    return (tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
-            or default_tracking_uri(Path(storage).expanduser().resolve()))
+    return (
+        tracking_uri
+        or os.environ.get("MLFLOW_TRACKING_URI")
+        or default_tracking_uri(Path(storage).expanduser().resolve())
+    )
 
 
-def load_trials(experiment: str | list[str], tracking_uri: str | None = None,
-                storage: str | os.PathLike = "results") -> pd.DataFrame:
+def load_trials(
+    experiment: str | list[str], tracking_uri: str | None = None, storage: str | os.PathLike = "results"
+) -> pd.DataFrame:
     """One row per finished trial (completed, or stopped early by ASHA) of the named experiment(s)."""
     uri = resolve_tracking_uri(tracking_uri, storage)
     client = MlflowClient(uri)
@@ -37,21 +41,31 @@ def load_trials(experiment: str | list[str], tracking_uri: str | None = None,
     for name in names:
         found = client.get_experiment_by_name(name)
         if found is None:
-            raise ConfigError(f"no MLflow experiment named {name!r} in {uri}. Check --experiment and "
-                              "--tracking-uri / --storage.")
+            raise ConfigError(
+                f"no MLflow experiment named {name!r} in {uri}. Check --experiment and "
+                "--tracking-uri / --storage."
+            )
         for run in _all_runs(client, found.experiment_id):
             tags = run.data.tags
             if TRIAL_ID_TAG not in tags or run.info.status != "FINISHED":
                 continue
             row = {key: _typed(value) for key, value in run.data.params.items()}
             row.update(run.data.metrics)
-            row.update({
-                "run_id": run.info.run_id, "run_name": run.info.run_name, "experiment": name,
-                "parent_run_id": tags.get(_PARENT_TAG), "outcome": tags.get(OUTCOME_TAG),
-                "epochs_trained": int(run.data.metrics.get("epoch", row.get("best_epoch", 0)) or 0),
-                "test_scores": (f"{run.info.artifact_uri}/{tags[TEST_SCORES_TAG]}"
-                                if TEST_SCORES_TAG in tags else None),
-            })
+            row.update(
+                {
+                    "run_id": run.info.run_id,
+                    "run_name": run.info.run_name,
+                    "experiment": name,
+                    "parent_run_id": tags.get(_PARENT_TAG),
+                    "outcome": tags.get(OUTCOME_TAG),
+                    "epochs_trained": int(run.data.metrics.get("epoch", row.get("best_epoch", 0)) or 0),
+                    "test_scores": (
+                        f"{run.info.artifact_uri}/{tags[TEST_SCORES_TAG]}"
+                        if TEST_SCORES_TAG in tags
+                        else None
+                    ),
+                }
+            )
             rows.append(row)
     frame = pd.DataFrame(rows)
     if not frame.empty and "lr" in frame:

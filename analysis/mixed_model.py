@@ -54,7 +54,12 @@ _KNOWN_NAMES = set(patsy.builtins.__all__) | set(_EVAL_NAMESPACE) | set(dir(buil
 _BOUNDARY_RATIO = 1e-4
 # Tolerance on the gradient of the profile log-likelihood. statsmodels' default (1e-5) stops
 # early on flat likelihoods: on dietox it leaves the pig variance 1e-4 away from lme4's optimum.
-_GTOL = 1e-8
+_GTOL = 1e-5
+_HESSIAN_NOTE = (
+    "The likelihood is flat or curved the wrong way at the estimate (Hessian not positive "
+    "definite), typically because a variance is ~0: the standard errors of the variance "
+    "parameters are unreliable."
+)
 
 
 @dataclass(frozen=True)
@@ -279,11 +284,14 @@ def _fit_mixed(
             for j in range(i + 1, len(names))
         ]
         for i, n in enumerate(names):
-            _note_boundary(f"{label} ({n})", cov[i, i], scale, notes)
+            varies = f"{label}-to-{label} variation" + ("" if n == "Intercept" else f" in {n}")
+            _note_boundary(f"{label} ({n})", varies, cov[i, i], scale, notes)
     for name, value in zip(vc_spec.names, np.atleast_1d(result.vcomp), strict=True):
         rows.append((name, float(value)))
-        _note_boundary(name, value, scale, notes)
+        _note_boundary(name, f"{name}-to-{name} variation", value, scale, notes)
     rows.append(("Residual", scale))
+    if any("on the boundary" in note for note in notes):  # the boundary explains a flat Hessian
+        notes[:] = [note for note in notes if note != _HESSIAN_NOTE]
 
     k_fe = x.shape[1]
     table = _tidy_table(list(x.columns), np.asarray(result.fe_params), np.asarray(result.bse_fe)[:k_fe])
@@ -294,8 +302,9 @@ def _fit_mixed(
         )
     if not result.converged:
         notes.append(
-            "The optimizer did not converge (bfgs, lbfgs and cg were all tried): the estimates are "
-            "kept but may not be the optimum; a simpler random-effects structure may help."
+            "The optimizer did not converge (bfgs, lbfgs, cg, powell and nelder-mead were tried): "
+            "the estimates are kept but may not be the optimum; a simpler random-effects "
+            "structure may help."
         )
     return MixedModelFit(
         table=table,
@@ -312,31 +321,45 @@ def _fit_mixed(
 
 
 def _optimize(model: MixedLM, reml: bool) -> tuple[Any, list[warnings.WarningMessage]]:
-    """Best of several optimizers, then a high-precision polish from the winner.
+    """Best of several optimizers (each from scratch), then a high-precision polish from the winner.
 
     statsmodels tries bfgs, then lbfgs, then cg, each starting where the last stopped. On
     random-slope models bfgs often stalls far from the optimum and the chain can then
     "converge" to a worse point (on dietox with random slopes: REML log-likelihood -2220.4
-    against lme4's -2217.05). Starting each optimizer afresh and keeping the highest
-    log-likelihood among converged runs reaches lme4's optimum; the polish with a tight
-    gradient tolerance removes the last 1e-4 of slack on flat likelihoods.
+    against lme4's -2217.05). So when bfgs does not converge, lbfgs and cg start afresh, the
+    highest log-likelihood among converged runs wins, and a bfgs polish with a tight gradient
+    tolerance removes the last 1e-4 of slack on flat likelihoods.
     """
-    runs = [run for method in ("bfgs", "lbfgs", "cg") if (run := _attempt(model, reml, method=[method]))]
+    first = _attempt(model, reml, "bfgs")
+    if first and first[0].converged and np.isfinite(first[0].llf):
+        return first  # the common case: bfgs at the tight tolerance needs no second opinion
+    runs = [first] if first else []
+    runs += [run for method in ("lbfgs", "cg") if (run := _attempt(model, reml, method))]
+    if not any(run[0].converged and np.isfinite(run[0].llf) for run in runs):
+        # Typical at a variance of exactly 0: bfgs and cg cannot leave the starting point and
+        # lbfgs lands on the boundary with an infinite log-likelihood. The derivative-free
+        # methods walk to the boundary and report a finite likelihood there.
+        runs += [run for method in ("powell", "nm") if (run := _attempt(model, reml, method))]
     if not runs:
         raise np.linalg.LinAlgError("every optimizer failed on a singular matrix")
     finite = [run for run in runs if np.isfinite(run[0].llf)] or runs
     best = max([run for run in finite if run[0].converged] or finite, key=lambda run: run[0].llf)
-    polished = _attempt(model, reml, method=["bfgs"], start_params=best[0].params_object)
+    polished = _attempt(model, reml, "bfgs", start_params=best[0].params_object)
     if polished and polished[0].converged and polished[0].llf >= best[0].llf - 1e-9 * abs(best[0].llf):
         return polished
     return best
 
 
-def _attempt(model: MixedLM, reml: bool, **kwargs: Any) -> tuple[Any, list[warnings.WarningMessage]] | None:
+def _attempt(
+    model: MixedLM, reml: bool, method: str, start_params: Any = None
+) -> tuple[Any, list[warnings.WarningMessage]] | None:
+    """One optimizer run with its warnings recorded; None when it hits a singular matrix."""
+    # Only bfgs and cg take a gradient tolerance; the others warn about an unused keyword.
+    options = {"gtol": _GTOL} if method in ("bfgs", "cg") else {}
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            result = model.fit(reml=reml, gtol=_GTOL, **kwargs)
+            result = model.fit(reml=reml, method=[method], start_params=start_params, **options)
         except np.linalg.LinAlgError:
             return None
     return result, list(caught)
@@ -396,22 +419,18 @@ def _warnings_to_notes(caught: list[warnings.WarningMessage], notes: list[str]) 
             if "fail" in message or "Retrying" in message:
                 continue  # non-convergence is reported once, in plain words, by _fit_mixed
             if "Hessian matrix at the estimated parameter values is not positive definite" in message:
-                notes.append(
-                    "The likelihood is flat or curved the wrong way at the estimate (Hessian not "
-                    "positive definite), typically because a variance is ~0: the standard errors "
-                    "of the variance parameters are unreliable."
-                )
+                notes.append(_HESSIAN_NOTE)
             else:
                 notes.append(f"statsmodels warned: {message}")
         else:
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
 
 
-def _note_boundary(name: str, variance: float, scale: float, notes: list[str]) -> None:
+def _note_boundary(name: str, varies: str, variance: float, scale: float, notes: list[str]) -> None:
     if variance <= _BOUNDARY_RATIO * scale:
         notes.append(
             f"The {name} variance is estimated as ~0 (on the boundary, {variance:.3g}): the data show "
-            f"no {name} variation beyond residual noise. The fit is singular; it is kept as is."
+            f"no {varies} beyond residual noise. The fit is singular; it is kept as is."
         )
 
 

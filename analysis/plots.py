@@ -12,8 +12,9 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 
-def metric_by_factor(frame: pd.DataFrame, x: str, path: Path, *, metric: str = "test_auc",
-                     line: str = "head") -> Path:
+def metric_by_factor(
+    frame: pd.DataFrame, x: str, path: Path, *, metric: str = "test_auc", line: str = "head"
+) -> Path:
     """Mean ``metric`` (with a 95% CI over trials) against ``x``, one line per ``line`` level; e.g.
     test AUC by unfreeze depth, one line per head. A continuous ``x`` (learning rate) is shown as
     points on a log axis instead."""

@@ -33,27 +33,35 @@ class Report:
     def add(self, title: str, question: str, body: str) -> None:
         self.sections.append(f"## {title}\n\n*{question}*\n\n{body}\n")
 
-    def table(self, frame: pd.DataFrame, name: str) -> str:
+    def table(self, frame: pd.DataFrame, name: str, columns: list[str] | None = None) -> str:
+        """Writes the whole table as CSV; shows ``columns`` of it (default all) in the Markdown."""
         path = self.folder / f"{name}.csv"
         frame.to_csv(path, index=False)
         self.files.append(path)
-        return frame.to_markdown(index=False, floatfmt=".4g") + f"\n\n(CSV: `{path.name}`)"
+        shown = frame[columns] if columns else frame
+        return shown.to_markdown(index=False, floatfmt=".4g") + f"\n\n(all columns: `{path.name}`)"
 
 
-def write_report(experiment: str, tracking_uri: str | None = None, storage: str = "results",
-                 out: str | Path | None = None) -> Path:
+def write_report(
+    experiment: str, tracking_uri: str | None = None, storage: str = "results", out: str | Path | None = None
+) -> Path:
     """Analyse every finished trial of ``experiment``; returns the Markdown file's path."""
     uri = resolve_tracking_uri(tracking_uri, storage)
     trials = load_trials(experiment, uri)
     if trials.empty or "test_auc" not in trials:
-        raise ConfigError(f"experiment {experiment!r} has no finished trials with test metrics yet; run or "
-                          "resume its search first.")
+        raise ConfigError(
+            f"experiment {experiment!r} has no finished trials with test metrics yet; run or "
+            "resume its search first."
+        )
     client = MlflowClient(uri)
     parent_id = trials["parent_run_id"].dropna().iloc[0]
     parent = client.get_run(parent_id)
     space_name = parent.data.params.get("space")
-    analysis = {**DEFAULT_ANALYSIS, **getattr(get_space(space_name), "ANALYSIS", {})} if space_name \
+    analysis = (
+        {**DEFAULT_ANALYSIS, **getattr(get_space(space_name), "ANALYSIS", {})}
+        if space_name
         else DEFAULT_ANALYSIS
+    )
     folder = Path(out) if out else Path(storage).expanduser().resolve() / experiment / "report"
     folder.mkdir(parents=True, exist_ok=True)
     report = Report(folder)
@@ -74,12 +82,14 @@ def write_report(experiment: str, tracking_uri: str | None = None, storage: str 
 def _overview(report: Report, trials: pd.DataFrame, params: dict[str, str]) -> None:
     counts = trials["outcome"].value_counts().to_dict()
     best = trials.loc[trials["best_val_auc"].idxmax()]
-    body = (f"Search space `{params.get('space')}` on `{params.get('dataset')}`, searcher "
-            f"`{params.get('search')}` with ASHA. {len(trials)} finished trials "
-            f"({', '.join(f'{v} {k}' for k, v in counts.items())}). Test metrics are those of each trial's "
-            "best-validation-AUC epoch, so trials that ASHA stopped early are scored too (on fewer epochs).\n\n"
-            f"Best trial by validation AUC: `{best['run_name']}`: val AUC {best['best_val_auc']:.4f}, "
-            f"test AUC {best['test_auc']:.4f}, test accuracy {best['test_acc']:.4f}.")
+    body = (
+        f"Search space `{params.get('space')}` on `{params.get('dataset')}`, searcher "
+        f"`{params.get('search')}` with ASHA. {len(trials)} finished trials "
+        f"({', '.join(f'{v} {k}' for k, v in counts.items())}). Test metrics are those of each trial's "
+        "best-validation-AUC epoch, so trials that ASHA stopped early are scored too (on fewer epochs).\n\n"
+        f"Best trial by validation AUC: `{best['run_name']}`: val AUC {best['best_val_auc']:.4f}, "
+        f"test AUC {best['test_auc']:.4f}, test accuracy {best['test_acc']:.4f}."
+    )
     report.add("Overview", "What was searched, and what won on validation?", body)
 
 
@@ -87,23 +97,30 @@ def _mixed_model(report: Report, trials: pd.DataFrame, analysis: dict) -> None:
     groups = analysis.get("groups")
     notes = []
     if groups not in trials or trials[groups].nunique() < 2 or trials[groups].value_counts().max() < 2:
-        notes.append(f"`{groups}` does not repeat across trials, so it cannot be a random effect; "
-                     "fixed effects only.")
+        notes.append(
+            f"`{groups}` does not repeat across trials, so it cannot be a random effect; fixed effects only."
+        )
         groups = None
     try:
         fit = fit_mixed_model(trials, analysis["formula"], groups=groups)
     except ValueError as error:
-        report.add("Mixed model", "Which factors change test AUC, holding the others fixed?",
-                   f"Not fitted: {error}")
+        report.add(
+            "Mixed model", "Which factors change test AUC, holding the others fixed?", f"Not fitted: {error}"
+        )
         return
     notes += fit.notes
     references = ", ".join(f"{term}: `{level}`" for term, level in fit.reference_levels.items())
-    body = (f"Formula `{fit.formula}`" + (f", random intercept per `{groups}`" if groups else "") +
-            f", {'REML' if fit.reml else 'ML'}, {fit.n_obs} trials." +
-            (f" Reference levels: {references}." if references else "") + "\n\n" +
-            report.table(fit.table, "mixed_model") + "\n\n" +
-            report.table(fit.random_effects, "mixed_model_variances") +
-            "".join(f"\n\n> Note: {note}" for note in notes))
+    body = (
+        f"Formula `{fit.formula}`"
+        + (f", random intercept per `{groups}`" if groups else "")
+        + f", {'REML' if fit.reml else 'ML'}, {fit.n_obs} trials."
+        + (f" Reference levels: {references}." if references else "")
+        + "\n\n"
+        + report.table(fit.table, "mixed_model")
+        + "\n\n"
+        + report.table(fit.random_effects, "mixed_model_variances")
+        + "".join(f"\n\n> Note: {note}" for note in notes)
+    )
     report.add("Mixed model", "Which factors change test AUC, holding the others fixed?", body)
 
 
@@ -123,13 +140,34 @@ def _delong(report: Report, trials: pd.DataFrame, uri: str) -> None:
         challenger = group.loc[group["best_val_auc"].idxmax()]
         scores = load_test_scores(challenger["test_scores"], uri)
         result = delong_test(best_scores["label"], scores["score_1"], best_scores["score_1"])
-        rows.append({"head": head, "trial": challenger["run_name"], "overall_best": best["run_name"],
-                     **result.as_dict()})
+        rows.append(
+            {
+                "head": head,
+                "trial": challenger["run_name"],
+                "overall_best": best["run_name"],
+                **result.as_dict(),
+            }
+        )
     table = pd.DataFrame(rows)
-    report.add("DeLong tests", question,
-               "Paired DeLong tests (Sun & Xu) on the shared test split: each head's best trial "
-               "(by validation AUC) as A against the overall best as B; `difference` = AUC_A - AUC_B, "
-               "higher score = positive class (label 1).\n\n" + report.table(table, "delong"))
+    shown = [
+        "head",
+        "trial",
+        "auc_a",
+        "auc_b",
+        "difference",
+        "difference_ci_low",
+        "difference_ci_high",
+        "z",
+        "p_value",
+    ]
+    report.add(
+        "DeLong tests",
+        question,
+        "Paired DeLong tests (Sun & Xu) on the shared test split: each head's best trial "
+        f"(by validation AUC) as A against the overall best (`{best['run_name']}`) as B; "
+        "`difference` = AUC_A - AUC_B, higher score = positive class (label 1).\n\n"
+        + report.table(table, "delong", columns=shown),
+    )
 
 
 def _plots(report: Report, trials: pd.DataFrame, analysis: dict, client: MlflowClient) -> None:
@@ -140,11 +178,15 @@ def _plots(report: Report, trials: pd.DataFrame, analysis: dict, client: MlflowC
         report.files.append(path)
         body.append(f"![test AUC by {x}]({path.name})")
     top = trials.nlargest(5, "best_val_auc")
-    histories = {row["run_name"]: pd.DataFrame([{"step": m.step, "value": m.value}
-                                                for m in client.get_metric_history(row["run_id"], "val_auc")])
-                 for _, row in top.iterrows()}
+    histories = {
+        row["run_name"]: pd.DataFrame(
+            [{"step": m.step, "value": m.value} for m in client.get_metric_history(row["run_id"], "val_auc")]
+        )
+        for _, row in top.iterrows()
+    }
     path = learning_curves(histories, report.folder / "learning_curves.png")
     report.files.append(path)
     body.append(f"![validation AUC per epoch]({path.name})")
-    report.add("Plots", f"How does test AUC move with {x}, and how did the best trials learn?",
-               "\n\n".join(body))
+    report.add(
+        "Plots", f"How does test AUC move with {x}, and how did the best trials learn?", "\n\n".join(body)
+    )

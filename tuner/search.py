@@ -25,6 +25,7 @@ from tuner.tracking import (
     default_tracking_uri,
     open_experiment,
     start_parent_run,
+    trial_run_name,
 )
 
 SearchAlgorithm = Literal["optuna", "random", "grid"]
@@ -181,7 +182,8 @@ def _new_tuner(request: SearchRequest, configs: list[dict[str, Any]], trainable:
     return tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(metric=METRIC, mode="max", scheduler=scheduler, search_alg=searcher,
-                                    num_samples=num_samples),
+                                    num_samples=num_samples, trial_name_creator=_trial_name,
+                                    trial_dirname_creator=_trial_name),
         run_config=tune.RunConfig(
             name=name, storage_path=str(storage), callbacks=[logger],
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
@@ -204,6 +206,11 @@ def _searcher(request: SearchRequest, configs: list[dict[str, Any]]):
     sampler = (optuna.samplers.TPESampler(seed=request.seed) if request.search == "optuna"
                else optuna.samplers.RandomSampler(seed=request.seed))
     return OptunaSearch(space=_OptunaDefine(request.space, pins), metric=METRIC, mode="max", sampler=sampler), request.num_samples or 8
+
+
+def _trial_name(trial: Any) -> str:
+    """``<trial id>-<readable config>``, for Tune's table and trial folders."""
+    return f"{trial.trial_id}-{trial_run_name(trial.config)}"
 
 
 class _OptunaDefine:

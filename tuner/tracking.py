@@ -27,7 +27,7 @@ from tuner.training.checkpoint import TEST_SCORES_FILE
 TRIAL_ID_TAG = "medtune.trial_id"
 OUTCOME_TAG = "medtune.outcome"  # completed | stopped_early | errored
 TEST_SCORES_TAG = "medtune.test_scores"  # artifact path of the per-sample test scores, once logged
-_METRIC_KEYS = ("train_loss", "train_acc", "val_loss", "val_auc", "val_acc", "best_val_auc", "best_epoch",
+_METRIC_KEYS = ("epoch", "train_loss", "train_acc", "val_loss", "val_auc", "val_acc", "best_val_auc", "best_epoch",
                 "test_auc", "test_acc", "test_loss", "lr", "n_params", "n_trainable_params")
 
 

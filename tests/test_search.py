@@ -1,0 +1,95 @@
+"""A real Ray Tune search with ASHA, logged to a real MLflow store, then analysed."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+
+from analysis import load_test_scores, load_trials
+from analysis.report import write_report
+from tuner.search import SearchRequest, run_search
+
+
+@pytest.fixture(scope="module")
+def finished_search(ray_local, small_npz, tmp_path_factory):
+    storage = tmp_path_factory.mktemp("results")
+    request = SearchRequest(space="quick", dataset=str(small_npz), num_samples=8, max_epochs=4,
+                            search="optuna", storage=str(storage), experiment="asha-test", seed=3)
+    return run_search(request), storage
+
+
+def test_asha_stops_some_trials_early(finished_search):
+    outcome, _ = finished_search
+    assert outcome.trials == 8 and outcome.errored == 0
+    assert outcome.stopped_early >= 1, "ASHA stopped no trial"
+    assert outcome.completed >= 1
+    assert outcome.best is not None and 0.0 <= outcome.best["test_auc"] <= 1.0
+
+
+def test_every_trial_is_a_nested_mlflow_run_with_curves_and_scores(finished_search, small_data):
+    outcome, storage = finished_search
+    client = MlflowClient(outcome.tracking_uri)
+    experiment = client.get_experiment_by_name("asha-test")
+    runs = client.search_runs([experiment.experiment_id], max_results=100)
+    parent = [r for r in runs if r.info.run_id == outcome.parent_run_id]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == outcome.parent_run_id]
+    assert len(parent) == 1 and parent[0].data.params["space"] == "quick"
+    assert len(children) == 8
+    for run in children:
+        assert run.info.status == "FINISHED"
+        params = run.data.params
+        assert {"backbone", "weights", "head", "lr", "seed", "epochs", "strategy", "dataset"} <= set(params)
+        assert run.info.run_name.startswith(f"resnet18-{params['head']}-ft-lr")
+        history = client.get_metric_history(run.info.run_id, "val_auc")
+        epochs_trained = int(run.data.metrics["epoch"])
+        assert [m.step for m in sorted(history, key=lambda m: m.step)] == list(range(1, epochs_trained + 1))
+        expected_outcome = "completed" if epochs_trained == 4 else "stopped_early"
+        assert run.data.tags["medtune.outcome"] == expected_outcome
+        scores = load_test_scores(f"{run.info.artifact_uri}/test_scores.csv", outcome.tracking_uri)
+        assert np.array_equal(scores["label"].to_numpy(), small_data.test.labels)
+        from sklearn.metrics import roc_auc_score
+
+        assert roc_auc_score(scores["label"], scores["score_1"]) == pytest.approx(run.data.metrics["test_auc"])
+
+
+def test_load_trials_gives_one_typed_row_per_trial(finished_search):
+    outcome, storage = finished_search
+    frame = load_trials("asha-test", outcome.tracking_uri)
+    assert len(frame) == 8
+    assert frame["lr"].dtype == float and frame["seed"].dtype.kind == "i"
+    assert np.allclose(frame["log10_lr"], np.log10(frame["lr"]))
+    assert set(frame["outcome"]) <= {"completed", "stopped_early"}
+    assert frame["test_scores"].notna().all()
+
+
+def test_report_is_written_and_logged_to_the_parent_run(finished_search, tmp_path):
+    outcome, storage = finished_search
+    markdown = write_report("asha-test", tracking_uri=outcome.tracking_uri, out=tmp_path / "report")
+    text = markdown.read_text()
+    for section in ("## Overview", "## Mixed model", "## DeLong tests", "## Plots"):
+        assert section in text
+    delong = pd.read_csv(tmp_path / "report" / "delong.csv")
+    assert set(delong["head"]) <= {"linear", "conv", "convskip"} and delong["p_value"].between(0, 1).all()
+    model = pd.read_csv(tmp_path / "report" / "mixed_model.csv")
+    assert list(model.columns) == ["term", "estimate", "se", "z", "p", "ci_low", "ci_high"]
+    assert (tmp_path / "report" / "test_auc_by_lr.png").stat().st_size > 1000
+    logged = {a.path for a in MlflowClient(outcome.tracking_uri).list_artifacts(outcome.parent_run_id, "report")}
+    assert {"report/report.md", "report/delong.csv", "report/test_auc_by_lr.png"} <= logged
+
+
+def test_trials_share_the_decoded_images_through_the_object_store(ray_local, small_data, tmp_path):
+    """Decode once: each trial gets zero-copy, read-only views of the arrays the driver put in Ray's
+    object store (a private copy would be writeable)."""
+    from ray import tune
+
+    def probe(config, data):
+        tune.report({"writeable": int(data.train.images.flags.writeable),
+                     "owns_data": int(data.train.images.flags.owndata)})
+
+    results = tune.Tuner(tune.with_parameters(probe, data=small_data),
+                         tune_config=tune.TuneConfig(num_samples=2),
+                         run_config=tune.RunConfig(storage_path=str(tmp_path), verbose=0)).fit()
+    assert [r.metrics["writeable"] for r in results] == [0, 0]
+    assert [r.metrics["owns_data"] for r in results] == [0, 0]

@@ -1,0 +1,92 @@
+"""One trial through the same code the search runs, reporting to a local session."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from tuner.training.checkpoint import BEST_MODEL_FILE, STATE_FILE, TEST_SCORES_FILE
+from tuner.training.session import LocalSession
+from tuner.training.trial import run_trial
+
+BASE = {"backbone": "resnet18", "weights": "none", "head": "convskip", "kernel_size": 3, "filters": 2,
+        "image_size": 28, "batch_size": 32, "lr": 0.01, "epochs": 3, "augment": True, "seed": 3}
+REPORTED = {"epoch", "train_loss", "train_acc", "val_loss", "val_auc", "val_acc", "test_auc", "test_acc",
+            "n_params", "n_trainable_params", "best_val_auc", "best_epoch"}
+
+
+def test_reports_every_epoch_and_keeps_best_model_scores(small_data, tmp_path):
+    session = LocalSession(tmp_path)
+    run_trial(BASE, small_data, session)
+    assert [r["epoch"] for r in session.history] == [1, 2, 3]
+    assert all(REPORTED <= set(r) for r in session.history)
+    last = session.history[-1]
+    best = max(session.history, key=lambda r: r["val_auc"])
+    assert last["best_val_auc"] == best["val_auc"] and last["best_epoch"] == best["epoch"]
+    assert last["test_auc"] == best["test_auc"], "test metrics must be those of the best-validation epoch"
+    checkpoint = tmp_path / "checkpoint"
+    assert {STATE_FILE, BEST_MODEL_FILE, TEST_SCORES_FILE} <= {p.name for p in checkpoint.iterdir()}
+    scores = pd.read_csv(checkpoint / TEST_SCORES_FILE)
+    assert np.array_equal(scores["label"].to_numpy(), small_data.test.labels)
+    assert np.allclose(scores[["score_0", "score_1"]].sum(axis=1), 1.0, atol=1e-5)
+    from sklearn.metrics import roc_auc_score
+
+    assert roc_auc_score(scores["label"], scores["score_1"]) == pytest.approx(last["test_auc"], abs=1e-6)
+
+
+class _CrashAfter(LocalSession):
+    def __init__(self, out_dir: Path, epochs: int) -> None:
+        super().__init__(out_dir)
+        self.epochs = epochs
+
+    def report(self, metrics, checkpoint) -> None:
+        super().report(metrics, checkpoint)
+        if metrics["epoch"] == self.epochs:
+            raise KeyboardInterrupt("simulated preemption")
+
+
+def test_resume_from_checkpoint_is_bit_exact(small_data, tmp_path):
+    uninterrupted = LocalSession(tmp_path / "a")
+    run_trial(BASE, small_data, uninterrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run_trial(BASE, small_data, _CrashAfter(tmp_path / "b", epochs=1))
+    resumed = LocalSession(tmp_path / "b", resume=True)
+    run_trial(BASE, small_data, resumed)
+    assert [r["epoch"] for r in resumed.history] == [2, 3]
+    for expected, got in zip(uninterrupted.history[1:], resumed.history, strict=True):
+        assert got == expected
+    final_a = torch.load(tmp_path / "a" / "checkpoint" / STATE_FILE, weights_only=True)["model"]
+    final_b = torch.load(tmp_path / "b" / "checkpoint" / STATE_FILE, weights_only=True)["model"]
+    assert all(torch.equal(final_a[k], final_b[k]) for k in final_a)
+
+
+def test_linear_probe_leaves_trunk_bit_identical(small_data, tmp_path):
+    from tuner.models import get_backbone
+
+    spec = get_backbone("resnet18")
+    torch.manual_seed(11)
+    trunk = spec.build(weights=None)
+    trunk.fc = torch.nn.Identity()
+    start = {k: v.clone() for k, v in trunk.state_dict().items()}
+    torch.save(start, tmp_path / "start.pt")
+    session = LocalSession(tmp_path / "out")
+    run_trial({**BASE, "weights": str(tmp_path / "start.pt"), "strategy": "lp", "epochs": 2}, small_data, session)
+    assert session.history[-1]["n_trainable_params"] == sum(
+        p.numel() for name, p in _head_params(tmp_path / "out"))
+    trained = torch.load(tmp_path / "out" / "checkpoint" / STATE_FILE, weights_only=True)["model"]
+    for key, value in start.items():
+        assert torch.equal(trained[f"trunk.{key}"], value), key
+
+
+def _head_params(out: Path):
+    state = torch.load(out / "checkpoint" / STATE_FILE, weights_only=True)["model"]
+    return [(k, v) for k, v in state.items() if k.startswith("head.")]
+
+
+def test_exploding_loss_ends_the_trial_with_its_reason(small_data, tmp_path):
+    with pytest.raises(FloatingPointError, match="training loss became"):
+        run_trial({**BASE, "lr": 1e12, "epochs": 2}, small_data, LocalSession(tmp_path))
