@@ -54,7 +54,7 @@ _KNOWN_NAMES = set(patsy.builtins.__all__) | set(_EVAL_NAMESPACE) | set(dir(buil
 _BOUNDARY_RATIO = 1e-4
 # Tolerance on the gradient of the profile log-likelihood. statsmodels' default (1e-5) stops
 # early on flat likelihoods: on dietox it leaves the pig variance 1e-4 away from lme4's optimum.
-_GTOL = 1e-5
+_GTOL = 1e-8
 _HESSIAN_NOTE = (
     "The likelihood is flat or curved the wrong way at the estimate (Hessian not positive "
     "definite), typically because a variance is ~0: the standard errors of the variance "
@@ -506,10 +506,8 @@ def _complete_rows(frame: pd.DataFrame, used: list[str], notes: list[str]) -> pd
             "fill or drop the missing values"
         )
     if not complete.all():
-        notes.append(
-            f"{int((~complete).sum())} of {len(data)} rows have missing values in the model's "
-            f"columns and were left out."
-        )
+        n_missing = int((~complete).sum())
+        notes.append(f"Left out {n_missing} of {len(data)} rows with missing values in the model's columns.")
         data = data.loc[complete]
     return data.reset_index(drop=True)
 

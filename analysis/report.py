@@ -94,13 +94,8 @@ def _overview(report: Report, trials: pd.DataFrame, params: dict[str, str]) -> N
 
 
 def _mixed_model(report: Report, trials: pd.DataFrame, analysis: dict) -> None:
-    groups = analysis.get("groups")
-    notes = []
-    if groups not in trials or trials[groups].nunique() < 2 or trials[groups].value_counts().max() < 2:
-        notes.append(
-            f"`{groups}` does not repeat across trials, so it cannot be a random effect; fixed effects only."
-        )
-        groups = None
+    groups = analysis.get("groups") if analysis.get("groups") in trials else None
+    notes: list[str] = []
     try:
         fit = fit_mixed_model(trials, analysis["formula"], groups=groups)
     except ValueError as error:

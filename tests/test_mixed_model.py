@@ -548,7 +548,7 @@ def test_missing_values_are_left_out_with_a_note():
     frame.loc[[3, 7], "lr"] = np.nan
     frame.loc[5, "notes"] = "column not in the model: its NaNs do not matter"
     fit = fit_mixed_model(frame, "auc ~ np.log10(lr)", groups="dataset")
-    assert fit.notes == ["2 of 96 rows have missing values in the model's columns and were left out."]
+    assert fit.notes == ["Left out 2 of 96 rows with missing values in the model's columns."]
     assert fit.n_obs == 94
 
 

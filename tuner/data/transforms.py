@@ -7,9 +7,9 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
+from torchvision.transforms import v2  # noqa: E402
 
 from tuner._torchvision import torchvision  # noqa: F401  (makes torchvision importable first)
-from torchvision.transforms import v2  # noqa: E402
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
