@@ -8,7 +8,9 @@ returns the constants. Branching is plain Python, so a parameter can exist only 
 - ``enumerate_space`` walks every branch, which gives the grid search (each numeric parameter's
   ``grid`` values) and the set of configurations checked before a search starts.
 
-Pinned values (``--set key=value``) are returned without asking, so they are never searched.
+Pinned values (``--set key=value``) are returned without asking, so they are never searched. A list
+pin (``--set backbone=[resnet18,vgg19]``, ``--set lr=[1e-3,1e-4]``) makes the parameter a choice
+among those values instead.
 """
 
 from __future__ import annotations
@@ -29,8 +31,16 @@ class Space:
     def choice(self, name: str, options: Sequence[Any]) -> Any:
         return self._record(name, lambda: self._choice(name, list(options)))
 
-    def int(self, name: str, low: int, high: int, *, step: int = 1, log: bool = False) -> int:
-        return self._record(name, lambda: self._int(name, low, high, step, log))
+    def int(self, name: str, low: int, high: int, *, step: int = 1, log: bool = False,
+            grid: Sequence[int] | None = None) -> int:
+        """``grid`` lists the values a grid search tries (default: every value from low to high)."""
+        return self._record(name, lambda: self._int(name, low, high, step, log,
+                                                    list(grid or range(low, high + 1, step))))
+
+    def constant(self, name: str, value: Any) -> Any:
+        """A value that is not searched but that later questions depend on (e.g. ``epochs``, which
+        bounds ``lp_epochs``): the pinned value if there is one, else ``value``."""
+        return self._record(name, lambda: value)
 
     def float(self, name: str, low: float, high: float, *, log: bool = False,
               grid: Sequence[float] | None = None) -> float:
@@ -40,13 +50,17 @@ class Space:
     def _record(self, name: str, ask: Callable[[], Any]) -> Any:
         if name in self.values:
             raise ValueError(f"search space asks for {name!r} twice")
-        self.values[name] = self.pins[name] if name in self.pins else ask()
+        pinned = self.pins.get(name, ask)
+        if isinstance(pinned, list):
+            self.values[name] = self._choice(name, pinned)
+        else:
+            self.values[name] = ask() if pinned is ask else pinned
         return self.values[name]
 
     def _choice(self, name: str, options: list[Any]) -> Any:
         raise NotImplementedError
 
-    def _int(self, name: str, low: int, high: int, step: int, log: bool) -> int:
+    def _int(self, name: str, low: int, high: int, step: int, log: bool, grid: list[int]) -> int:
         raise NotImplementedError
 
     def _float(self, name: str, low: float, high: float, log: bool, grid: list[float]) -> float:
@@ -63,7 +77,7 @@ class OptunaSpace(Space):
     def _choice(self, name: str, options: list[Any]) -> Any:
         return self.trial.suggest_categorical(name, options)
 
-    def _int(self, name: str, low: int, high: int, step: int, log: bool) -> int:
+    def _int(self, name: str, low: int, high: int, step: int, log: bool, grid: list[int]) -> int:
         return self.trial.suggest_int(name, low, high, step=step, log=log)
 
     def _float(self, name: str, low: float, high: float, log: bool, grid: list[float]) -> float:
@@ -87,8 +101,8 @@ class _PathSpace(Space):
     def _choice(self, name: str, options: list[Any]) -> Any:
         return self._pick(options)
 
-    def _int(self, name: str, low: int, high: int, step: int, log: bool) -> int:
-        return self._pick(list(range(low, high + 1, step)))
+    def _int(self, name: str, low: int, high: int, step: int, log: bool, grid: list[int]) -> int:
+        return self._pick(grid)
 
     def _float(self, name: str, low: float, high: float, log: bool, grid: list[float]) -> float:
         return self._pick(grid)

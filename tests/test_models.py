@@ -13,9 +13,10 @@ from tuner.models.weights import imagenet_file, load_trunk_weights
 from tuner.strategies import get_strategy
 
 
-@pytest.mark.parametrize("name", backbone_names())
-def test_layer_groups_partition_the_trunk(name):
-    model = build_classifier(backbone=name, weights="none", head="linear", num_outputs=2)
+@pytest.mark.parametrize(("name", "grouping"), [(name, grouping) for name in backbone_names()
+                                                for grouping in get_backbone(name).groupings])
+def test_layer_groups_partition_the_trunk(name, grouping):
+    model = build_classifier(backbone=name, weights="none", head="linear", num_outputs=2, layer_groups=grouping)
     grouped = [id(p) for i in range(model.num_groups) for p in model.group_parameters(i)]
     assert len(grouped) == len(set(grouped)), "a parameter is in two groups"
     assert set(grouped) == {id(p) for p in model.trunk.parameters()}, "groups miss trunk parameters"
@@ -23,6 +24,14 @@ def test_layer_groups_partition_the_trunk(name):
         assert model.group_parameters(index), f"group {index} has no weights"
     size = get_backbone(name).min_image_size
     assert model.eval()(torch.zeros(2, 3, size, size)).shape == (2, 2)
+
+
+def test_paper_block_counts():
+    """The fine-tuning-strategies paper splits ResNet-50 in 6 blocks, DenseNet-121 in 9, VGG-19 in 6."""
+    counts = {name: len(get_backbone(name).layer_groups("paper")) for name in ("resnet50", "densenet121", "vgg19")}
+    assert counts == {"resnet50": 6, "densenet121": 9, "vgg19": 6}
+    with pytest.raises(ConfigError, match="no 'paper' layer grouping"):
+        get_backbone("convnext_tiny").layer_groups("paper")
 
 
 @pytest.mark.parametrize("head", ["conv", "convskip"])
@@ -88,7 +97,7 @@ def test_unfreeze_top_k_trains_exactly_those_groups(k):
     before = {name: tensor.clone() for name, tensor in model.state_dict().items()}
     _step(model)
     after = model.state_dict()
-    for index, paths in enumerate(model.spec.groups):
+    for index, paths in enumerate(model.layer_groups.paths):
         names = [n for n in before if any(n.startswith(f"trunk.{path}.") for path in paths)]
         weights = [n for n in names if "running" not in n and "num_batches" not in n]
         stats = [n for n in names if "running_mean" in n]

@@ -65,8 +65,10 @@ def test_optuna_samples_within_the_declared_ranges():
 
 
 def test_pins_from_pairs_types_values():
-    assert pins_from_pairs(["lr=1e-3", "head=conv", "augment=true", "kernel_size=5", "unfreeze=None"]) == {
-        "lr": 1e-3, "head": "conv", "augment": True, "kernel_size": 5, "unfreeze": None}
+    assert pins_from_pairs(["lr=1e-3", "head=conv", "augment=true", "kernel_size=5", "unfreeze=None",
+                            "weights=none", "backbone=['resnet18','vgg19']"]) == {
+        "lr": 1e-3, "head": "conv", "augment": True, "kernel_size": 5, "unfreeze": None, "weights": "none",
+        "backbone": ["resnet18", "vgg19"]}
     with pytest.raises(ConfigError, match="not key=value"):
         pins_from_pairs(["lr"])
 
@@ -78,7 +80,7 @@ def test_pins_from_pairs_types_values():
     ({"strategy": "magic"}, "unknown strategy 'magic'"),
     ({"unfreeze": 9}, "unfreeze=9 is out of range: resnet50 has 5 layer groups"),
     ({"head": "linear", "kernel_size": 3}, "kernel_size=3 only shapes"),
-    ({"strategy": "ft"}, "unfreeze=.* is a parameter of strategy 'topk'"),
+    ({"strategy": "ft"}, "unfreeze=.* is a parameter of strategy topk"),
     ({"image_size": 8}, "image_size=8 is too small"),
 ])
 def test_bad_values_are_refused_before_any_trial(pins, message):

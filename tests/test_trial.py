@@ -90,3 +90,26 @@ def _head_params(out: Path):
 def test_exploding_loss_ends_the_trial_with_its_reason(small_data, tmp_path):
     with pytest.raises(FloatingPointError, match="training loss became"):
         run_trial({**BASE, "lr": 1e12, "epochs": 2}, small_data, LocalSession(tmp_path))
+
+
+def test_multilabel_trial_uses_sigmoid_scores(small_data, tmp_path):
+    """A multi-label .npz (one 0/1 column per label) trains with per-label sigmoid + BCE."""
+    rng = np.random.default_rng(0)
+    arrays = {}
+    for split in ("train", "val", "test"):
+        source = small_data.split(split)
+        y = source.labels
+        arrays[f"{split}_images"] = source.images
+        arrays[f"{split}_labels"] = np.stack([y, 1 - y, rng.integers(0, 2, len(y))], axis=1).astype(np.uint8)
+    np.savez(tmp_path / "multi.npz", **arrays)
+    from tuner.data import load_dataset
+
+    data = load_dataset(str(tmp_path / "multi.npz"))
+    assert data.task == "multilabel" and data.num_classes == 3
+    session = LocalSession(tmp_path / "out")
+    result = run_trial({**BASE, "epochs": 1, "head": "linear", "kernel_size": None, "filters": None}, data, session)
+    assert {"val_auc", "val_map", "val_macro_acc", "val_f1", "test_auc_c2"} <= set(result)
+    scores = pd.read_csv(tmp_path / "out" / "checkpoint" / TEST_SCORES_FILE)
+    assert [c for c in scores.columns if c.startswith("label_")] == ["label_0", "label_1", "label_2"]
+    # sigmoid scores: each label's score is a probability of its own, rows need not sum to 1
+    assert not np.allclose(scores[["score_0", "score_1", "score_2"]].sum(axis=1), 1.0)

@@ -8,7 +8,9 @@ models and transforms medtune uses; torchvision's C++ ops and image decoding sta
 is why medtune reads images with Pillow. On a normal install the first import succeeds and this
 module does nothing else.
 
-Import torchvision as ``from tuner._torchvision import torchvision``.
+Import torchvision as ``from tuner._torchvision import torchvision`` and reach its parts as attributes
+(``torchvision.models``, ``torchvision.transforms.v2``): a direct ``from torchvision... import`` placed
+before this module runs would fail.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ def _import_torchvision():
         for schema in _MISSING_SCHEMAS:
             _fragment.define(schema)
         import torchvision
+    import torchvision.transforms.v2  # noqa: F401  (so torchvision.transforms.v2 is an attribute)
     return torchvision
 
 

@@ -8,6 +8,7 @@ import json
 import sys
 from pathlib import Path
 
+from tuner.config import SELECTION_METRICS
 from tuner.errors import ConfigError
 
 
@@ -29,6 +30,8 @@ def _add_tune(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--tracking-uri", help="MLflow URI (default $MLFLOW_TRACKING_URI, else sqlite in --storage)")
     p.add_argument("--resume", action="store_true", help="continue the search --experiment in --storage")
     p.add_argument("--seed", type=int, default=0, help="the searcher's seed")
+    p.add_argument("--metric", default="val_auc", choices=SELECTION_METRICS,
+                   help="validation metric the search optimises and each trial selects its best epoch by")
     p.add_argument("--grace-period", type=int, default=1, help="ASHA: epochs before a trial can be stopped")
     p.add_argument("--reduction-factor", type=int, default=2, help="ASHA: 1/rf of trials go on at each rung")
 
@@ -44,11 +47,13 @@ def _add_train(commands: argparse._SubParsersAction) -> None:
 
 
 def _add_analyze(commands: argparse._SubParsersAction) -> None:
-    p = commands.add_parser("analyze", help="mixed models, DeLong tests, tables and plots of a search")
-    p.add_argument("--experiment", required=True, help="the search's name (its MLflow experiment)")
-    p.add_argument("--tracking-uri", help="MLflow URI (default $MLFLOW_TRACKING_URI, else sqlite in --storage)")
-    p.add_argument("--storage", default="results", help="where the default sqlite store lives")
-    p.add_argument("--out", help="report folder (default <storage>/<experiment>/report)")
+    from analysis.cli import add_arguments  # standard library only: cheap to import
+
+    p = commands.add_parser("analyze", help="mixed models, DeLong tests, tables and plots of a search",
+                            description="Write the report of one or more finished searches (HTML and "
+                                        "Markdown, CSV tables, PNG plots), logged to each search's parent "
+                                        "MLflow run.")
+    add_arguments(p)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -67,9 +72,9 @@ def main(argv: list[str] | None = None) -> int:
             return _tune(args)
         if args.command == "train":
             return _train(args)
-        from analysis.cli import analyze
+        from analysis.cli import run
 
-        return analyze(args.experiment, tracking_uri=args.tracking_uri, storage=args.storage, out=args.out)
+        return run(args)
     except ConfigError as error:
         print(f"medtune: error: {error}", file=sys.stderr)
         return 2
@@ -83,11 +88,11 @@ def _tune(args: argparse.Namespace) -> int:
         max_epochs=args.max_epochs, search=args.search, cpus_per_trial=args.cpus_per_trial,
         gpus_per_trial=args.gpus_per_trial, pins=pins_from_pairs(args.set), storage=args.storage,
         experiment=args.experiment, tracking_uri=args.tracking_uri, resume=args.resume, seed=args.seed,
-        grace_period=args.grace_period, reduction_factor=args.reduction_factor))
+        grace_period=args.grace_period, reduction_factor=args.reduction_factor, metric=args.metric))
     print(f"\nmedtune: {outcome.trials} trials: {outcome.completed} completed, {outcome.stopped_early} stopped "
           f"early by ASHA, {outcome.errored} errored.")
     if outcome.best:
-        print(f"best (by validation AUC): val_auc={outcome.best['best_val_auc']:.4f} "
+        print(f"best (by {args.metric}): {args.metric}={outcome.best['best_score']:.4f} "
               f"test_auc={outcome.best['test_auc']:.4f} test_acc={outcome.best['test_acc']:.4f}")
         print("  " + json.dumps(outcome.best["config"]))
     print(f"Tune results:  {outcome.experiment_dir}")

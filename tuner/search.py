@@ -25,12 +25,12 @@ from tuner.tracking import (
     default_tracking_uri,
     open_experiment,
     start_parent_run,
+    trial_outcome,
     trial_run_name,
 )
 
 SearchAlgorithm = Literal["optuna", "random", "grid"]
 SEARCH_FILE = "medtune_search.json"  # in the Tune experiment folder: what --resume needs
-METRIC = "val_auc"
 
 
 @dataclass
@@ -52,6 +52,7 @@ class SearchRequest:
     grace_period: int = 1
     reduction_factor: int = 2
     max_failures: int = 2
+    metric: str = "val_auc"
 
 
 @dataclass
@@ -62,7 +63,7 @@ class SearchOutcome:
     parent_run_id: str
     trials: int
     completed: int
-    stopped_early: int
+    stopped_early: int  # by ASHA or by the trial's own early stopping (patience)
     errored: int
     best: dict[str, Any] | None
 
@@ -74,19 +75,31 @@ def prepare(request: SearchRequest) -> tuple[Any, list[dict[str, Any]]]:
     if request.cpus_per_trial <= 0 or request.gpus_per_trial < 0:
         raise ConfigError("--cpus-per-trial must be > 0 and --gpus-per-trial >= 0.")
     space = get_space(request.space)
-    pins = dict(request.pins)
-    for key in pins:
+    for key in request.pins:
         if key not in TRIAL_DEFAULTS:
             raise unknown_key_error(key, list(TRIAL_DEFAULTS), f"--set (space {request.space!r})")
-    if request.max_epochs is not None:
-        pins["epochs"] = request.max_epochs
-    configs = [make_trial_config({**config, **pins}) for config in enumerate_space(space.define, pins)]
+    pins = effective_pins(request)
+    configs = [make_trial_config({**config, **fixed_pins(pins)}) for config in enumerate_space(space.define, pins)]
     for backbone, weights in sorted({(c["backbone"], c["weights"]) for c in configs}):
         weights_file(get_backbone(backbone), weights)
     if request.search == "grid" and request.num_samples is not None:
         raise ConfigError(f"a grid search runs each of its {len(configs)} grid points once; drop --num-samples "
                           "(or use --search optuna / random to sample a number of trials).")
     return space, configs
+
+
+def effective_pins(request: SearchRequest) -> dict[str, Any]:
+    """``--set`` values plus those implied by other options (``--max-epochs``, ``--metric``)."""
+    pins = dict(request.pins)
+    if request.max_epochs is not None:
+        pins["epochs"] = request.max_epochs
+    pins["metric"] = request.metric
+    return pins
+
+
+def fixed_pins(pins: dict[str, Any]) -> dict[str, Any]:
+    """Pins that fix a value; a list pin only narrows a choice, and the space's answer stands."""
+    return {k: v for k, v in pins.items() if not isinstance(v, list)}
 
 
 def run_search(request: SearchRequest) -> SearchOutcome:
@@ -179,9 +192,12 @@ def _new_tuner(request: SearchRequest, configs: list[dict[str, Any]], trainable:
                               grace_period=min(request.grace_period, max_epochs),
                               reduction_factor=request.reduction_factor)
     searcher, num_samples = _searcher(request, configs)
+    # Tune accepts preset points only for keys its param_space names; the grid's points are full configs.
+    param_space = {key: None for key in TRIAL_DEFAULTS} if request.search == "grid" else None
     return tune.Tuner(
         trainable,
-        tune_config=tune.TuneConfig(metric=METRIC, mode="max", scheduler=scheduler, search_alg=searcher,
+        param_space=param_space,
+        tune_config=tune.TuneConfig(metric=request.metric, mode="max", scheduler=scheduler, search_alg=searcher,
                                     num_samples=num_samples, trial_name_creator=_trial_name,
                                     trial_dirname_creator=_trial_name,
                                     # A new trial reuses a finished trial's worker process: no second
@@ -203,12 +219,11 @@ def _searcher(request: SearchRequest, configs: list[dict[str, Any]]):
     import optuna
     from ray.tune.search.optuna import OptunaSearch
 
-    pins = dict(request.pins)
-    if request.max_epochs is not None:
-        pins["epochs"] = request.max_epochs
     sampler = (optuna.samplers.TPESampler(seed=request.seed) if request.search == "optuna"
                else optuna.samplers.RandomSampler(seed=request.seed))
-    return OptunaSearch(space=_OptunaDefine(request.space, pins), metric=METRIC, mode="max", sampler=sampler), request.num_samples or 8
+    searcher = OptunaSearch(space=_OptunaDefine(request.space, effective_pins(request)), metric=request.metric,
+                            mode="max", sampler=sampler)
+    return searcher, request.num_samples or 8
 
 
 def _trial_name(trial: Any) -> str:
@@ -225,7 +240,7 @@ class _OptunaDefine:
         self.pins = pins
 
     def __call__(self, trial: Any) -> dict[str, Any]:
-        return {**(get_space(self.space_name).define(OptunaSpace(trial, self.pins)) or {}), **self.pins}
+        return {**(get_space(self.space_name).define(OptunaSpace(trial, self.pins)) or {}), **fixed_pins(self.pins)}
 
 
 def _summarise(results: Any, name: str, experiment_dir: Path, tracking_uri: str,
@@ -234,14 +249,15 @@ def _summarise(results: Any, name: str, experiment_dir: Path, tracking_uri: str,
     for result in results:
         if result.error is not None:
             errored += 1
-        elif (result.metrics or {}).get("epoch", 0) >= result.config.get("epochs", 0):
+        elif trial_outcome(result.config, result.metrics or {}) == "completed":
             completed += 1
         else:
             stopped += 1
     best = None
     if errored < len(results):
-        top = results.get_best_result(metric="best_val_auc", mode="max", scope="last")
-        best = {"config": top.config, **{k: top.metrics.get(k) for k in ("best_val_auc", "test_auc", "test_acc")}}
+        top = results.get_best_result(metric="best_score", mode="max", scope="last")
+        best = {"config": top.config, **{k: top.metrics.get(k) for k in ("best_score", "best_val_auc", "test_auc",
+                                                                          "test_acc")}}
     return SearchOutcome(name, experiment_dir, tracking_uri, parent_run_id, len(results), completed, stopped,
                          errored, best)
 
@@ -258,7 +274,7 @@ def pins_from_pairs(pairs: list[str]) -> dict[str, Any]:
         try:
             value = ast.literal_eval(raw)
         except (ValueError, SyntaxError):
-            value = {"true": True, "false": False, "none": None}.get(raw.lower(), raw)
+            value = {"true": True, "false": False}.get(raw.lower(), raw)  # "none" stays a word (weights=none)
         pins[key.strip()] = value
     return pins
 

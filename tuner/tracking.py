@@ -25,10 +25,11 @@ from tuner.errors import ConfigError
 from tuner.training.checkpoint import TEST_SCORES_FILE
 
 TRIAL_ID_TAG = "medtune.trial_id"
-OUTCOME_TAG = "medtune.outcome"  # completed | stopped_early | errored
+OUTCOME_TAG = "medtune.outcome"  # completed | stopped_early (ASHA) | early_stopping (patience) | errored
 TEST_SCORES_TAG = "medtune.test_scores"  # artifact path of the per-sample test scores, once logged
-_METRIC_KEYS = ("epoch", "train_loss", "train_acc", "val_loss", "val_auc", "val_acc", "best_val_auc", "best_epoch",
-                "test_auc", "test_acc", "test_loss", "lr", "n_params", "n_trainable_params")
+# What a trial reports that MLflow keeps (Tune adds its own bookkeeping, e.g. time_this_iter_s).
+_METRIC_PREFIXES = ("train_", "val_", "test_", "gap_", "best_")
+_METRIC_KEYS = ("epoch", "lr", "n_params", "n_trainable_params", "stopped_by_patience")
 
 
 def default_tracking_uri(storage: Path) -> str:
@@ -71,6 +72,14 @@ def trial_run_name(config: Mapping[str, Any]) -> str:
     """Readable and sortable, e.g. ``resnet50-convskip-u3-lr1e-03-s0``."""
     depth = {"topk": f"u{config.get('unfreeze')}"}.get(config.get("strategy"), config.get("strategy"))
     return f"{config.get('backbone')}-{config.get('head')}-{depth}-lr{config.get('lr', 0):.0e}-s{config.get('seed')}"
+
+
+def trial_outcome(config: Mapping[str, Any], last_result: Mapping[str, Any]) -> str:
+    """How a trial that ended without an error ended: all its epochs, its own early stopping
+    (patience), or stopped by the scheduler (ASHA)."""
+    if last_result.get("stopped_by_patience"):
+        return "early_stopping"
+    return "completed" if last_result.get("epoch", 0) >= config.get("epochs", 0) else "stopped_early"
 
 
 def _param(value: Any) -> str:
@@ -125,15 +134,14 @@ class MlflowTrialLogger(tune.Callback):
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         step, now = int(result["epoch"]), int(time.time() * 1000)
-        metrics = [Metric(key, float(result[key]), now, step) for key in _METRIC_KEYS
-                   if key in result and math.isfinite(float(result[key]))]
+        metrics = [Metric(key, float(value), now, step) for key, value in result.items()
+                   if (key in _METRIC_KEYS or key.startswith(_METRIC_PREFIXES))
+                   and isinstance(value, int | float) and math.isfinite(value)]
         self.client.log_batch(self.run_id(trial), metrics=metrics)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         run_id = self.run_id(trial)
-        epochs = trial.config.get("epochs")
-        done = (trial.last_result or {}).get("epoch", 0)
-        self.client.set_tag(run_id, OUTCOME_TAG, "completed" if done >= epochs else "stopped_early")
+        self.client.set_tag(run_id, OUTCOME_TAG, trial_outcome(trial.config, trial.last_result or {}))
         self._log_test_scores(run_id, trial)
         self.client.set_terminated(run_id, status="FINISHED")
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 
 from tuner.data.folder import load_image_folder
+from tuner.data.manifest import load_manifest
 from tuner.data.medmnist import is_medmnist_name, known_names, load_medmnist, load_npz, resolve_data_root
 from tuner.data.splits import DatasetSplits, Split, check_splits
 from tuner.data.transforms import build_transform
@@ -22,7 +23,8 @@ __all__ = ["DatasetSplits", "ImageDataset", "Split", "build_transform", "load_da
 
 
 def load_dataset(spec: str, data_root: str | os.PathLike | None = None) -> DatasetSplits:
-    """A MedMNIST name (``breastmnist``), an image folder, or a MedMNIST-style ``.npz`` path."""
+    """A MedMNIST name (``breastmnist``), an image folder, a MedMNIST-style ``.npz`` or a ``.csv``
+    manifest."""
     path = Path(spec).expanduser()
     if is_medmnist_name(spec) and not path.exists():
         data = load_medmnist(spec, data_root)
@@ -30,10 +32,12 @@ def load_dataset(spec: str, data_root: str | os.PathLike | None = None) -> Datas
         data = load_image_folder(path.resolve())
     elif path.suffix == ".npz" and path.is_file():
         data = load_npz(path.resolve(), name=path.stem)
+    elif path.suffix == ".csv" and path.is_file():
+        data = load_manifest(path.resolve())
     else:
         raise ConfigError(
             f"data set {spec!r} not found: it is neither a MedMNIST name ({', '.join(known_names())}), "
-            "nor an existing image folder (one subfolder per class), nor an existing .npz file."
+            "nor an existing image folder (one subfolder per class), nor an existing .npz or .csv manifest."
         )
     check_splits(data)
     return data
@@ -49,5 +53,6 @@ class ImageDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.split)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        return self.transform(self.split.images[index]), int(self.split.labels[index])
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int | torch.Tensor]:
+        label = self.split.labels[index]
+        return self.transform(self.split.images[index]), (torch.from_numpy(label.copy()) if label.ndim else int(label))

@@ -37,7 +37,7 @@ def load_image_folder(root: Path, *, fractions: tuple[float, float, float] = DEF
             raise ConfigError(f"class folder {class_dir} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))}).")
         paths += files
         labels += [index] * len(files)
-    images = _decode_all(paths)
+    images = decode_images(paths)
     label_array = np.asarray(labels, dtype=np.int64)
     train_idx, val_idx, test_idx = stratified_split(label_array, fractions, split_seed, source=str(root))
     class_names = tuple(d.name for d in class_dirs)
@@ -70,7 +70,7 @@ def stratified_split(labels: np.ndarray, fractions: tuple[float, float, float], 
     return np.sort(train_idx), np.sort(val_idx), np.sort(test_idx)
 
 
-def _decode_all(paths: list[Path]) -> list[np.ndarray]:
+def decode_images(paths: list[Path]) -> list[np.ndarray]:
     """Decode to uint8 arrays: grayscale stays (H, W); anything with colour becomes (H, W, 3)."""
     decoded = []
     for path in paths:

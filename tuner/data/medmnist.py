@@ -43,6 +43,9 @@ _DATASETS: dict[str, tuple[Task, tuple[str, ...]]] = {
                                    "kidney-right", "liver", "lung-left", "lung-right", "pancreas",
                                    "spleen")),
 }
+_DATASETS["chestmnist"] = ("multilabel", (
+    "atelectasis", "cardiomegaly", "effusion", "infiltration", "mass", "nodule", "pneumonia", "pneumothorax",
+    "consolidation", "edema", "emphysema", "fibrosis", "pleural", "hernia"))
 _DATASETS["organcmnist"] = _DATASETS["organamnist"]
 _DATASETS["organsmnist"] = _DATASETS["organamnist"]
 _SIZES = ("28", "64", "128", "224")
@@ -105,11 +108,13 @@ def load_npz(path: Path, *, name: str, task: Task | None = None,
             raise
         raise ConfigError(f"cannot read {path} as an .npz archive ({error}); the file is corrupt "
                           "or not an .npz: download it again.") from error
+    multilabel = splits["train"].labels.ndim == 2
     if class_names is None:
-        num_classes = max(int(split.labels.max()) for split in splits.values()) + 1
+        num_classes = (splits["train"].labels.shape[1] if multilabel
+                       else max(int(split.labels.max()) for split in splits.values()) + 1)
         class_names = tuple(str(i) for i in range(num_classes))
     if task is None:
-        task = "binary" if len(class_names) == 2 else "multiclass"
+        task = "multilabel" if multilabel else "binary" if len(class_names) == 2 else "multiclass"
     return DatasetSplits(name=name, task=task, class_names=class_names, **splits)
 
 
@@ -121,9 +126,6 @@ def _read_split(archive: np.lib.npyio.NpzFile, split: str, path: Path) -> Split:
             f"{path}: '{split}_images' has shape {images.shape} and dtype {images.dtype}; expected "
             "uint8 (N, H, W) grayscale or (N, H, W, 3) colour."
         )
-    if labels.ndim == 2 and labels.shape[1] > 1:
-        raise ConfigError(
-            f"{path}: '{split}_labels' has {labels.shape[1]} columns, i.e. a multi-label data set; "
-            "medtune trains binary and multi-class tasks."
-        )
+    if labels.ndim == 2 and labels.shape[1] > 1:  # one 0/1 column per label: a multi-label task
+        return Split(images=images, labels=labels.astype(np.float32))
     return Split(images=images, labels=labels.reshape(-1).astype(np.int64))

@@ -15,7 +15,7 @@ import numpy as np
 
 from tuner.errors import ConfigError
 
-Task = Literal["binary", "multiclass"]
+Task = Literal["binary", "multiclass", "multilabel"]
 SPLIT_NAMES = ("train", "val", "test")
 
 
@@ -25,7 +25,7 @@ class Split:
     when the source's images differ in size."""
 
     images: np.ndarray | Sequence[np.ndarray]
-    labels: np.ndarray  # (N,) int64 class indices
+    labels: np.ndarray  # (N,) int64 class indices, or (N, K) float32 0/1 for a multi-label task
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -52,8 +52,12 @@ class DatasetSplits:
 
 def check_splits(data: DatasetSplits) -> None:
     """Refuse a data set that cannot be trained or scored: AUC needs every split to hold at least
-    two classes, and labels must index ``class_names``."""
+    two classes (every label both present and absent, for a multi-label task), and labels must index
+    ``class_names``."""
     for split_name in SPLIT_NAMES:
+        if data.task == "multilabel":
+            _check_multilabel_split(data, split_name)
+            continue
         split = data.split(split_name)
         if len(split) == 0:
             raise ConfigError(f"data set {data.name!r}: the {split_name} split is empty.")
@@ -74,4 +78,23 @@ def check_splits(data: DatasetSplits) -> None:
                 f"data set {data.name!r}: the {split_name} split contains only one class "
                 f"({only!r}, {len(split)} images), so its AUC is undefined. Add images of the other "
                 "classes to that split, or let medtune make a stratified split."
+            )
+
+
+def _check_multilabel_split(data: DatasetSplits, split_name: str) -> None:
+    split = data.split(split_name)
+    if len(split) == 0:
+        raise ConfigError(f"data set {data.name!r}: the {split_name} split is empty.")
+    labels = split.labels
+    if labels.ndim != 2 or labels.shape[1] != data.num_classes or not np.isin(labels, (0, 1)).all():
+        raise ConfigError(f"data set {data.name!r}: {split_name} labels must be a 0/1 matrix with one column "
+                          f"per label ({data.num_classes}).")
+    for column, name in enumerate(data.class_names):
+        positives = int(labels[:, column].sum())
+        if positives in (0, len(labels)):
+            state = "no" if positives == 0 else "only"
+            raise ConfigError(
+                f"data set {data.name!r}: in the {split_name} split label {name!r} has {state} positive "
+                f"images, so its AUC is undefined. Each split needs positive and negative images of every "
+                "label; let medtune make a stratified split or drop that label."
             )

@@ -7,9 +7,10 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
-from torchvision.transforms import v2  # noqa: E402
 
-from tuner._torchvision import torchvision  # noqa: F401  (makes torchvision importable first)
+from tuner._torchvision import torchvision
+
+v2 = torchvision.transforms.v2
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -28,9 +29,18 @@ def to_chw_tensor(image: np.ndarray) -> torch.Tensor:
     return tensor.permute(2, 0, 1).contiguous()
 
 
-def build_transform(image_size: int, *, augment: bool) -> Callable[[np.ndarray], torch.Tensor]:
-    """The transform of one split: augmentation only where ``augment`` (the training split)."""
-    steps: list[Callable] = [to_chw_tensor, v2.Resize((image_size, image_size), antialias=True)]
+def build_transform(image_size: int, *, augment: bool, resize_size: int | None = None
+                    ) -> Callable[[np.ndarray], torch.Tensor]:
+    """The transform of one split: augmentation only where ``augment`` (the training split).
+
+    Without ``resize_size`` the image is resized to ``image_size`` square. With it, the shorter side is
+    resized to ``resize_size`` (aspect ratio kept) and the centre ``image_size`` square is cropped, the
+    torchvision ImageNet recipe the fine-tuning-strategies paper uses (232 or 256, then 224)."""
+    steps: list[Callable] = [to_chw_tensor]
+    if resize_size is None:
+        steps.append(v2.Resize((image_size, image_size), antialias=True))
+    else:
+        steps += [v2.Resize(resize_size, antialias=True), v2.CenterCrop(image_size)]
     if augment:
         steps.append(v2.RandomAffine(degrees=AUGMENT_ROTATION_DEG,
                                      translate=(AUGMENT_SHIFT, AUGMENT_SHIFT),

@@ -12,18 +12,19 @@ import torch
 from torch import nn
 
 from tuner.models.heads import build_head
-from tuner.models.registry import BackboneSpec, get_backbone
+from tuner.models.registry import DEFAULT_GROUPING, BackboneSpec, LayerGroups, get_backbone
 from tuner.models.weights import load_trunk_weights
 
 
 class Classifier(nn.Module):
-    def __init__(self, spec: BackboneSpec, trunk: nn.Module, head: nn.Module) -> None:
+    def __init__(self, spec: BackboneSpec, trunk: nn.Module, head: nn.Module, layer_groups: LayerGroups) -> None:
         super().__init__()
         self.spec = spec
         self.trunk = trunk
         self.head = head
+        self.layer_groups = layer_groups
         self.groups: list[list[nn.Module]] = [
-            [trunk.get_submodule(path) for path in paths] for paths in spec.groups
+            [trunk.get_submodule(path) for path in paths] for paths in layer_groups.paths
         ]
         self._trainable_groups: frozenset[int] = frozenset(range(len(self.groups)))
 
@@ -62,12 +63,13 @@ class Classifier(nn.Module):
 
 def build_classifier(*, backbone: str, weights: str, head: str, num_outputs: int, dropout: float = 0.0,
                      kernel_size: int | None = None, filters: int | None = None,
-                     hidden_ratio: float | None = None) -> Classifier:
+                     hidden_ratio: float | None = None, layer_groups: str = DEFAULT_GROUPING) -> Classifier:
     """Build the trunk, load its starting weights, and put the head in place of its classifier."""
     spec = get_backbone(backbone)
+    groups = spec.layer_groups(layer_groups)
     trunk = spec.build(weights=None)
-    setattr(trunk, spec.classifier_attr, nn.Identity())
+    trunk.set_submodule(spec.classifier_attr, nn.Identity())
     load_trunk_weights(trunk, spec, weights)
-    return Classifier(spec, trunk, build_head(head, spec.feature_dim, num_outputs, dropout=dropout,
-                                              kernel_size=kernel_size, filters=filters,
-                                              hidden_ratio=hidden_ratio))
+    head_module = build_head(head, spec.feature_dim, num_outputs, dropout=dropout, kernel_size=kernel_size,
+                             filters=filters, hidden_ratio=hidden_ratio)
+    return Classifier(spec, trunk, head_module, groups)

@@ -1,8 +1,9 @@
 """What a trial saves each epoch, so that a paused, preempted or failed trial resumes where it was.
 
-A checkpoint folder holds ``state.pt`` (the model, optimizer, schedule, random-number states and the
-trial's progress), ``best_model.pt`` (the weights with the best validation AUC so far) and
-``test_scores.csv`` (the best model's per-sample test probabilities, the input to DeLong tests).
+A checkpoint folder holds ``state.pt`` (the model, optimizer, random-number states and the trial's
+progress; the learning-rate schedule is a function of the epoch), ``best_model.pt`` (the weights with
+the best validation score so far) and ``test_scores.csv`` (the best model's per-sample test
+probabilities, the input to DeLong tests).
 The best model's files travel in every checkpoint, so the newest checkpoint alone is enough,
 whether the search finished the trial or ASHA stopped it.
 """
@@ -11,7 +12,6 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 import torch
@@ -26,17 +26,18 @@ class Progress:
     """The trial's bookkeeping that is not a tensor."""
 
     epoch: int = 0
-    best_val_auc: float = float("-inf")
+    best_score: float = float("-inf")  # best value of the config's selection metric
+    best_val_auc: float = float("nan")  # validation AUC at that epoch
     best_epoch: int = 0
     test_metrics: dict[str, float] = field(default_factory=dict)
 
 
 def save_checkpoint(folder: Path, *, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                    scheduler: Any, loader_generator: torch.Generator, progress: Progress,
+                    loader_generator: torch.Generator, progress: Progress,
                     best_model: dict[str, torch.Tensor], test_scores: pd.DataFrame | None) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     torch.save({
-        "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+        "model": model.state_dict(), "optimizer": optimizer.state_dict(),
         "progress": asdict(progress), "torch_rng": torch.get_rng_state(),
         "loader_rng": loader_generator.get_state(),
     }, folder / STATE_FILE)
@@ -46,14 +47,13 @@ def save_checkpoint(folder: Path, *, model: torch.nn.Module, optimizer: torch.op
 
 
 def load_checkpoint(folder: Path, *, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                    scheduler: Any, loader_generator: torch.Generator
+                    loader_generator: torch.Generator
                     ) -> tuple[Progress, dict[str, torch.Tensor], pd.DataFrame | None]:
     # Training draws random numbers only from torch (augmentation, dropout, shuffling), so the torch
     # states are all a bit-exact resume needs.
     state = torch.load(folder / STATE_FILE, map_location="cpu", weights_only=True)
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
     torch.set_rng_state(state["torch_rng"])
     loader_generator.set_state(state["loader_rng"])
     best_model = torch.load(folder / BEST_MODEL_FILE, map_location="cpu", weights_only=True)

@@ -4,18 +4,22 @@ from __future__ import annotations
 
 import contextlib
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
 
+from tuner.data.splits import Task
+from tuner.training.losses import probabilities
+
 
 @dataclass
 class Evaluation:
     loss: float
-    probs: np.ndarray  # (N, C) softmax probabilities
-    labels: np.ndarray  # (N,)
+    probs: np.ndarray  # (N, C) class probabilities (softmax; per-label sigmoid for multi-label)
+    labels: np.ndarray  # (N,) class indices, or (N, C) 0/1 for multi-label
 
 
 class Precision:
@@ -34,40 +38,51 @@ class Precision:
         return torch.autocast(self.device_type, dtype=self.dtype)
 
 
+def correct_predictions(logits: torch.Tensor, labels: torch.Tensor, task: Task) -> int:
+    """Right answers in a batch: the argmax class, or every label right (exact match) for multi-label."""
+    if task == "multilabel":
+        return int(((logits >= 0).float() == labels).all(dim=1).sum().item())
+    return int((logits.argmax(dim=1) == labels).sum().item())
+
+
 def train_one_epoch(model: nn.Module, loader: torch.utils.data.DataLoader, optimizer: torch.optim.Optimizer,
-                    loss_fn: nn.Module, device: torch.device, precision: Precision) -> tuple[float, float]:
-    """Returns the epoch's mean training loss and accuracy. A non-finite loss stops the trial: its
-    weights are already ruined, and continuing would only spend compute."""
+                    loss_fn: nn.Module, device: torch.device, precision: Precision, task: Task,
+                    penalty: Callable[[], torch.Tensor | None] = lambda: None) -> tuple[float, float]:
+    """Returns the epoch's mean training loss (the data term, without any strategy penalty, so that it
+    compares with the validation loss) and accuracy. A non-finite loss stops the trial: its weights are
+    already ruined, and going on would only spend compute."""
     model.train()
     total_loss, correct, seen = 0.0, 0, 0
     for images, labels in loader:
         images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
         with precision.autocast():
             logits = model(images)
-            loss = loss_fn(logits, labels)
-        if not math.isfinite(loss.item()):
-            raise FloatingPointError(f"training loss became {loss.item()} (lr too high?)")
+            loss = loss_fn(logits.float(), labels)
+        extra = penalty()
+        objective = loss if extra is None else loss + extra
+        if not math.isfinite(objective.item()):
+            raise FloatingPointError(f"training loss became {objective.item()} (lr too high?)")
         optimizer.zero_grad(set_to_none=True)
-        precision.scaler.scale(loss).backward()
+        precision.scaler.scale(objective).backward()
         precision.scaler.step(optimizer)
         precision.scaler.update()
         total_loss += loss.item() * len(labels)
-        correct += (logits.argmax(dim=1) == labels).sum().item()
+        correct += correct_predictions(logits, labels, task)
         seen += len(labels)
     return total_loss / seen, correct / seen
 
 
 @torch.no_grad()
 def evaluate(model: nn.Module, loader: torch.utils.data.DataLoader, loss_fn: nn.Module,
-             device: torch.device, precision: Precision) -> Evaluation:
+             device: torch.device, precision: Precision, task: Task) -> Evaluation:
     model.eval()
     total_loss, probs, labels = 0.0, [], []
     for images, batch_labels in loader:
         images, batch_labels = images.to(device, non_blocking=True), batch_labels.to(device, non_blocking=True)
         with precision.autocast():
-            logits = model(images)
-        total_loss += loss_fn(logits.float(), batch_labels).item() * len(batch_labels)
-        probs.append(torch.softmax(logits.float(), dim=1).cpu())
+            logits = model(images).float()
+        total_loss += loss_fn(logits, batch_labels).item() * len(batch_labels)
+        probs.append(probabilities(logits, task).cpu())
         labels.append(batch_labels.cpu())
     all_labels = torch.cat(labels).numpy()
     return Evaluation(total_loss / len(all_labels), torch.cat(probs).numpy(), all_labels)

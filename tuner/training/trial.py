@@ -1,13 +1,14 @@
 """One trial, top to bottom: read the config, build data, model and strategy, train, report each
-epoch, keep the best-validation model, and score it on the test split.
+epoch, keep the best model by the validation metric, and score it on the test split.
 
-The test split is scored whenever validation AUC improves, so every trial, including one that ASHA
-stops early, carries the test scores of the model that validation would choose.
+The test split is scored whenever the validation metric improves, so every trial, including one that
+ASHA or early stopping ends early, carries the test scores of the model that validation would choose.
 """
 
 from __future__ import annotations
 
 import copy
+import math
 import random
 import tempfile
 from pathlib import Path
@@ -20,73 +21,133 @@ from torch import nn
 
 from tuner.config import make_trial_config
 from tuner.data import DatasetSplits, ImageDataset, build_transform
-from tuner.models import build_classifier
-from tuner.strategies import get_strategy
-from tuner.training import metrics
+from tuner.errors import ConfigError
+from tuner.models import Classifier, build_classifier
+from tuner.strategies import get_strategy, relative_gradient_norms
 from tuner.training.checkpoint import Progress, load_checkpoint, save_checkpoint
-from tuner.training.loop import Precision, evaluate, train_one_epoch
+from tuner.training.loop import Evaluation, Precision, evaluate, train_one_epoch
+from tuner.training.losses import build_loss
+from tuner.training.metrics import classification_metrics
 from tuner.training.session import TrialSession
 
 
 def run_trial(config: dict[str, Any], data: DatasetSplits, session: TrialSession) -> dict[str, Any]:
     """Train one configuration on ``data``; returns the last epoch's metrics."""
     config = make_trial_config(config)
+    check_config_for_data(config, data)
     _seed_everything(config["seed"])
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
     model = build_classifier(backbone=config["backbone"], weights=config["weights"], head=config["head"],
                              num_outputs=data.num_classes, dropout=config["dropout"],
                              kernel_size=config["kernel_size"], filters=config["filters"],
-                             hidden_ratio=config["hidden_ratio"]).to(device)
+                             hidden_ratio=config["hidden_ratio"], layer_groups=config["layer_groups"]).to(device)
+    start_weights = {name: p.detach().clone() for name, p in model.trunk.named_parameters()}
     strategy = get_strategy(config["strategy"])
     loader_generator = torch.Generator().manual_seed(config["seed"])
     train_loader, val_loader, test_loader = _loaders(data, config, loader_generator, device)
-    optimizer = _optimizer(model, config)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config["epochs"])
-    loss_fn = nn.CrossEntropyLoss()
+    optimizer = _optimizer(model, config, per_tensor=strategy.per_tensor_learning_rates)
+    loss_fn = build_loss(data.task, config["loss"], config["focal_gamma"], config["focal_alpha"])
     precision = Precision(device, config["amp"])
 
     progress, best_model, test_scores = Progress(), _cpu_state(model), None
     resume_from = session.latest_checkpoint()
     if resume_from is not None:
-        progress, best_model, test_scores = load_checkpoint(
-            resume_from, model=model, optimizer=optimizer, scheduler=scheduler,
-            loader_generator=loader_generator)
+        progress, best_model, test_scores = load_checkpoint(resume_from, model=model, optimizer=optimizer,
+                                                            loader_generator=loader_generator)
 
     result: dict[str, Any] = {}
     for epoch in range(progress.epoch + 1, config["epochs"] + 1):
         model.set_trainable_groups(strategy.trainable_groups(config, model.num_groups, epoch))
-        train_loss, train_acc = train_one_epoch(model, train_loader, optimizer, loss_fn, device, precision)
-        lr = scheduler.get_last_lr()[0]
-        scheduler.step()
-        val = evaluate(model, val_loader, loss_fn, device, precision)
-        val_auc = metrics.auc(val.labels, val.probs)
+        lr = cosine_learning_rate(config["lr"], epoch, config["epochs"])
+        scales = (_rgn_scales(model, train_loader, loss_fn, device, precision)
+                  if strategy.per_tensor_learning_rates else None)
+        set_learning_rates(optimizer, lr, scales)
+        train_loss, train_acc = train_one_epoch(model, train_loader, optimizer, loss_fn, device, precision,
+                                                data.task, lambda: strategy.penalty(config, model, start_weights))
+        val = evaluate(model, val_loader, loss_fn, device, precision, data.task)
+        val_metrics = _prefixed("val", val, data)
 
         progress.epoch = epoch
-        if val_auc > progress.best_val_auc:
-            progress.best_val_auc, progress.best_epoch = val_auc, epoch
+        score = val_metrics[config["metric"]]
+        if score > progress.best_score or progress.best_epoch == 0:
+            progress.best_score, progress.best_epoch = score, epoch
+            progress.best_val_auc = val_metrics["val_auc"]
             best_model = _cpu_state(model)
-            test = evaluate(model, test_loader, loss_fn, device, precision)
-            progress.test_metrics = {"test_auc": metrics.auc(test.labels, test.probs),
-                                     "test_acc": metrics.accuracy(test.labels, test.probs),
-                                     "test_loss": test.loss}
-            test_scores = _scores_frame(test.labels, test.probs)
+            test = evaluate(model, test_loader, loss_fn, device, precision, data.task)
+            progress.test_metrics = _prefixed("test", test, data)
+            test_scores = scores_frame(test.labels, test.probs)
+        patience_over = config["patience"] is not None and epoch - progress.best_epoch >= config["patience"]
 
         result = {
-            "epoch": epoch, "lr": lr,
-            "train_loss": train_loss, "train_acc": train_acc,
-            "val_loss": val.loss, "val_auc": val_auc, "val_acc": metrics.accuracy(val.labels, val.probs),
-            "best_val_auc": progress.best_val_auc, "best_epoch": progress.best_epoch,
-            **progress.test_metrics,
+            "epoch": epoch, "lr": lr, "train_loss": train_loss, "train_acc": train_acc, **val_metrics,
+            "gap_acc": train_acc - val_metrics["val_acc"], "gap_loss": val.loss - train_loss,
+            "best_score": progress.best_score, "best_val_auc": progress.best_val_auc,
+            "best_epoch": progress.best_epoch, **progress.test_metrics,
             "n_params": sum(p.numel() for p in model.parameters()),
             "n_trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
+            "stopped_by_patience": int(patience_over),
         }
         with tempfile.TemporaryDirectory(prefix="medtune-ckpt-") as folder:
-            save_checkpoint(Path(folder), model=model, optimizer=optimizer, scheduler=scheduler,
-                            loader_generator=loader_generator, progress=progress, best_model=best_model,
-                            test_scores=test_scores)
+            save_checkpoint(Path(folder), model=model, optimizer=optimizer, loader_generator=loader_generator,
+                            progress=progress, best_model=best_model, test_scores=test_scores)
             session.report(result, Path(folder))
+        if patience_over:
+            break
     return result
+
+
+def check_config_for_data(config: dict[str, Any], data: DatasetSplits) -> None:
+    """The checks that need the data set's task."""
+    if config["focal_alpha"] is not None and data.task == "multiclass":
+        raise ConfigError(f"focal_alpha weighs a positive class against a negative one; {data.name!r} is a "
+                          f"{data.num_classes}-class task. Drop focal_alpha (gamma alone still focuses the loss).")
+
+
+def cosine_learning_rate(base: float, epoch: int, epochs: int) -> float:
+    """Cosine annealing from ``base`` at epoch 1 towards 0, one step per epoch."""
+    return base * 0.5 * (1 + math.cos(math.pi * (epoch - 1) / epochs))
+
+
+def set_learning_rates(optimizer: torch.optim.Optimizer, lr: float, scales: list[float] | None) -> None:
+    """Every parameter group gets ``lr`` (times its Auto-RGN scale, one group per tensor)."""
+    for index, group in enumerate(optimizer.param_groups):
+        group["lr"] = lr * (scales[index] if scales is not None else 1.0)
+
+
+def scores_frame(labels: np.ndarray, probs: np.ndarray) -> pd.DataFrame:
+    """Per-sample test scores: ``index, label, score_0..`` (``label_0..`` for multi-label)."""
+    frame = pd.DataFrame({"index": np.arange(len(labels))})
+    if labels.ndim == 2:
+        for column in range(labels.shape[1]):
+            frame[f"label_{column}"] = labels[:, column].astype(int)
+    else:
+        frame["label"] = labels
+    for column in range(probs.shape[1]):
+        frame[f"score_{column}"] = probs[:, column]
+    return frame
+
+
+def _prefixed(prefix: str, evaluation: Evaluation, data: DatasetSplits) -> dict[str, float]:
+    metrics = classification_metrics(evaluation.labels, evaluation.probs, data.task)
+    return {f"{prefix}_loss": evaluation.loss, **{f"{prefix}_{k}": v for k, v in metrics.items()}}
+
+
+def _rgn_scales(model: Classifier, loader: torch.utils.data.DataLoader, loss_fn: nn.Module,
+                device: torch.device, precision: Precision) -> list[float]:
+    """Auto-RGN: gradients of one fixed batch (the first training images, unaugmented, so the measure
+    uses no random numbers) at the current weights; the optimizer is not stepped."""
+    dataset = loader.dataset
+    plain = ImageDataset(dataset.split, dataset.eval_transform)
+    images, labels = next(iter(torch.utils.data.DataLoader(plain, batch_size=loader.batch_size)))
+    model.train()
+    model.zero_grad(set_to_none=True)
+    with precision.autocast():
+        loss = loss_fn(model(images.to(device)).float(), labels.to(device))
+    loss.backward()
+    scales = relative_gradient_norms(list(model.parameters()))
+    model.zero_grad(set_to_none=True)
+    return scales
 
 
 def _seed_everything(seed: int) -> None:
@@ -99,30 +160,27 @@ def _cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().clone() for k, v in copy.copy(model.state_dict()).items()}
 
 
-def _scores_frame(labels: np.ndarray, probs: np.ndarray) -> pd.DataFrame:
-    frame = pd.DataFrame({"index": np.arange(len(labels)), "label": labels})
-    for column in range(probs.shape[1]):
-        frame[f"score_{column}"] = probs[:, column]
-    return frame
-
-
 def _loaders(data: DatasetSplits, config: dict[str, Any], generator: torch.Generator, device: torch.device):
     """The training loader shuffles with its own seeded generator (saved in checkpoints) and drops a
     last batch of one, which BatchNorm cannot normalise."""
-    size, batch = config["image_size"], config["batch_size"]
-    train_set = ImageDataset(data.train, build_transform(size, augment=config["augment"]))
+    size, batch, resize = config["image_size"], config["batch_size"], config["resize_size"]
+    eval_transform = build_transform(size, augment=False, resize_size=resize)
+    train_set = ImageDataset(data.train, build_transform(size, augment=config["augment"], resize_size=resize))
+    train_set.eval_transform = eval_transform
     pin = device.type == "cuda"
     train_loader = torch.utils.data.DataLoader(
         train_set, batch_size=batch, shuffle=True, generator=generator, pin_memory=pin,
         drop_last=len(train_set) % batch == 1)
-    eval_loaders = [torch.utils.data.DataLoader(ImageDataset(split, build_transform(size, augment=False)),
-                                                batch_size=max(batch, 128), pin_memory=pin)
-                    for split in (data.val, data.test)]
+    eval_loaders = [torch.utils.data.DataLoader(ImageDataset(split, eval_transform), batch_size=max(batch, 128),
+                                                pin_memory=pin) for split in (data.val, data.test)]
     return train_loader, *eval_loaders
 
 
-def _optimizer(model: nn.Module, config: dict[str, Any]) -> torch.optim.Optimizer:
-    params, lr, decay = model.parameters(), config["lr"], config["weight_decay"]
+def _optimizer(model: nn.Module, config: dict[str, Any], *, per_tensor: bool) -> torch.optim.Optimizer:
+    """Over every parameter (frozen ones get no gradient and are skipped); one group per tensor when
+    each tensor gets its own learning rate."""
+    params = [{"params": [p]} for p in model.parameters()] if per_tensor else model.parameters()
+    lr, decay = config["lr"], config["weight_decay"]
     if config["optimizer"] == "sgd":
         return torch.optim.SGD(params, lr=lr, momentum=config["momentum"], nesterov=True, weight_decay=decay)
     return torch.optim.Adam(params, lr=lr, weight_decay=decay)
