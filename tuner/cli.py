@@ -46,6 +46,16 @@ def _add_train(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", action="store_true", help="continue from --out's checkpoint")
 
 
+def _add_pretrain(commands: argparse._SubParsersAction) -> None:
+    from tuner.pretrain.run import add_arguments  # argparse and tuner.pretrain's config only
+
+    p = commands.add_parser("pretrain", help="self-supervised VAE pretraining of a backbone's trunk (weights=ssl:)",
+                            description="Stage I of the VAE study: train a VAE whose encoder is a backbone's trunk "
+                                        "on the training images (no labels), with the ELBO and a linear KL warm-up; "
+                                        "log it to MLflow and save the encoder for weights=ssl:<file or run id>.")
+    add_arguments(p)
+
+
 def _add_analyze(commands: argparse._SubParsersAction) -> None:
     from analysis.cli import add_arguments  # standard library only: cheap to import
 
@@ -56,12 +66,23 @@ def _add_analyze(commands: argparse._SubParsersAction) -> None:
     add_arguments(p)
 
 
+def _add_sync(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser("sync", help="log to MLflow what a search's Tune folder holds and MLflow lacks",
+                            description="Back-fill MLflow from a search's Tune results, e.g. after the tracking "
+                                        "server was down. Safe to repeat: only what is missing is logged.")
+    p.add_argument("--experiment", required=True)
+    p.add_argument("--storage", default="results")
+    p.add_argument("--tracking-uri", help="MLflow URI (default $MLFLOW_TRACKING_URI, else sqlite in --storage)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="medtune", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     _add_tune(commands)
     _add_train(commands)
+    _add_pretrain(commands)
     _add_analyze(commands)
+    _add_sync(commands)
     return parser
 
 
@@ -72,6 +93,16 @@ def main(argv: list[str] | None = None) -> int:
             return _tune(args)
         if args.command == "train":
             return _train(args)
+        if args.command == "pretrain":
+            from tuner.pretrain.run import pretrain_command
+
+            return pretrain_command(args)
+        if args.command == "sync":
+            from tuner.search import sync_search
+
+            trials, added = sync_search(args.storage, args.experiment, args.tracking_uri)
+            print(f"medtune: {trials} trials checked; {added} epoch results were missing from MLflow and are logged.")
+            return 0
         from analysis.cli import run
 
         return run(args)

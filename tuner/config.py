@@ -127,9 +127,15 @@ def check_trial_config(config: Mapping[str, Any]) -> None:
     if config["optimizer"] not in OPTIMIZERS:
         raise ConfigError(f"unknown optimizer {config['optimizer']!r}; use one of {', '.join(OPTIMIZERS)}.")
     weights = config["weights"]
-    if weights not in NAMED_WEIGHTS and not (weights.endswith((".pt", ".pth", ".bin")) or "/" in weights):
-        raise ConfigError(f"weights={weights!r} is neither one of {', '.join(NAMED_WEIGHTS)} nor the path of a "
-                          "state-dict file (.pt / .pth).")
+    from tuner.models.weights import SSL_PREFIX  # ssl:<encoder file or MLflow run id> (tuner.pretrain)
+
+    if weights.startswith(SSL_PREFIX) and not weights[len(SSL_PREFIX):].strip():
+        raise ConfigError(f"weights={weights!r} names no SSL encoder: use ssl:<encoder.pt path> or ssl:<MLflow run "
+                          "id> of a `medtune pretrain` run.")
+    if weights not in NAMED_WEIGHTS and not (weights.startswith(SSL_PREFIX) or weights.endswith((".pt", ".pth", ".bin"))
+                                             or "/" in weights):
+        raise ConfigError(f"weights={weights!r} is neither one of {', '.join(NAMED_WEIGHTS)}, nor ssl:<encoder file "
+                          "or MLflow run id>, nor the path of a state-dict file (.pt / .pth).")
     _check_range(config, "lr", low=0.0, low_open=True)
     _check_range(config, "momentum", low=0.0, high=1.0, high_open=True)
     _check_range(config, "weight_decay", low=0.0)

@@ -24,7 +24,9 @@ from tuner.tracking import (
     MlflowTrialLogger,
     default_tracking_uri,
     open_experiment,
+    redact,
     start_parent_run,
+    sync_experiment,
     trial_outcome,
     trial_run_name,
 )
@@ -118,6 +120,7 @@ def run_search(request: SearchRequest) -> SearchOutcome:
                           "another --experiment name.")
     data = load_dataset(request.dataset, request.data_root)
     tracking_uri = request.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(storage)
+    _limit_mlflow_retries()
     storage.mkdir(parents=True, exist_ok=True)
     client, experiment_id = open_experiment(tracking_uri, name, _artifact_root(tracking_uri, storage))
     _init_ray(request)
@@ -129,17 +132,17 @@ def run_search(request: SearchRequest) -> SearchOutcome:
         parent_run_id = saved["parent_run_id"]
         tuner = tune.Tuner.restore(str(experiment_dir), trainable=trainable, resume_errored=True)
     else:
+        record = {**asdict(request), "tracking_uri": redact(tracking_uri)}
         parent_run_id = start_parent_run(client, experiment_id, name, {
-            **{k: v for k, v in asdict(request).items() if k not in ("pins", "resume")},
+            **{k: v for k, v in record.items() if k not in ("pins", "resume")},
             "pins": request.pins, "dataset": data.name, "task": data.task,
             "grid_size": len(configs)}, Path(space.__file__))
         tuner = _new_tuner(request, configs, trainable, storage, name,
-                           MlflowTrialLogger(tracking_uri, experiment_id, parent_run_id,
-                                             {"dataset": data.name}))
+                           MlflowTrialLogger(tracking_uri, experiment_id, parent_run_id, {"dataset": data.name}))
         experiment_dir.mkdir(parents=True, exist_ok=True)
-        search_file.write_text(json.dumps({"parent_run_id": parent_run_id, "tracking_uri": tracking_uri,
-                                           "request": asdict(request)}, indent=2))
-    print(f"medtune: search {name!r}: Tune results in {experiment_dir}; MLflow {tracking_uri} "
+        search_file.write_text(json.dumps({"parent_run_id": parent_run_id, "experiment": name,
+                                           "trial_params": {"dataset": data.name}, "request": record}, indent=2))
+    print(f"medtune: search {name!r}: Tune results in {experiment_dir}; MLflow {redact(tracking_uri)} "
           f"(parent run {parent_run_id})", flush=True)
     results = tuner.fit()
     outcome = _summarise(results, name, experiment_dir, tracking_uri, parent_run_id)
@@ -147,12 +150,35 @@ def run_search(request: SearchRequest) -> SearchOutcome:
     return outcome
 
 
+def sync_search(storage: str, experiment: str, tracking_uri: str | None = None) -> tuple[int, int]:
+    """Back-fill MLflow from the Tune folder of a search (after the tracking server was down)."""
+    experiment_dir = Path(storage).expanduser().resolve() / experiment
+    search_file = experiment_dir / SEARCH_FILE
+    if not search_file.is_file():
+        raise ConfigError(f"no search in {experiment_dir} (no {SEARCH_FILE}). Check --storage and --experiment.")
+    saved = json.loads(search_file.read_text())
+    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(experiment_dir.parent)
+    _limit_mlflow_retries()
+    return sync_experiment(experiment_dir, uri, saved["experiment"], saved["parent_run_id"], saved["trial_params"])
+
+
+def _limit_mlflow_retries() -> None:
+    """MLflow's HTTP client retries a dead server for minutes per call by default; the search's
+    driver must not stall that long (the logger retries on its own schedule instead)."""
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "15")
+
+
 def _tune_trial(config: dict[str, Any], data: DatasetSplits) -> None:
     """The Tune function trainable: one trial reporting to Tune."""
     from tuner.training.session import TuneSession
     from tuner.training.trial import run_trial
 
-    run_trial(config, data, TuneSession())
+    session = TuneSession()
+    try:
+        run_trial(config, data, session)
+    except FloatingPointError as error:
+        session.report_divergence(str(error))
 
 
 def _artifact_root(tracking_uri: str, storage: Path) -> Path | None:
@@ -167,6 +193,8 @@ def _init_ray(request: SearchRequest) -> None:
 
     if not ray.is_initialized():
         address = os.environ.get("RAY_ADDRESS")
+        if address:
+            _check_ray_address(address)
         try:
             ray.init(address=address or None, include_dashboard=False, log_to_driver=True,
                      configure_logging=False)
@@ -180,6 +208,21 @@ def _init_ray(request: SearchRequest) -> None:
         raise ConfigError(f"no node can run a trial asking for {request.cpus_per_trial} CPU and "
                           f"{request.gpus_per_trial} GPU; the largest node has {biggest[0]:g} CPU and "
                           f"{biggest[1]:g} GPU. Lower --cpus-per-trial / --gpus-per-trial.")
+
+
+def _check_ray_address(address: str, timeout_s: float = 5.0) -> None:
+    """A cluster address that does not answer fails in seconds; ray.init would retry for minutes."""
+    import socket
+
+    if address in ("auto", "local"):
+        return
+    host_port = address.split("://", 1)[-1].rstrip("/")
+    host, _, port = host_port.rpartition(":")
+    try:
+        socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout_s).close()
+    except (OSError, ValueError) as error:
+        raise ConfigError(f"RAY_ADDRESS={address!r} does not answer ({error}). Start the cluster, fix RAY_ADDRESS "
+                          "(host:port of the head's GCS, e.g. 10.0.0.5:6379), or unset it to run locally.") from error
 
 
 def _new_tuner(request: SearchRequest, configs: list[dict[str, Any]], trainable: Any,

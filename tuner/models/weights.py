@@ -1,4 +1,6 @@
-"""Where a trunk's starting weights come from: ``none``, ``imagenet``, ``radimagenet`` or a file.
+"""Where a trunk's starting weights come from: ``none``, ``imagenet``, ``radimagenet``, ``ssl:<...>``
+(an encoder from ``medtune pretrain``: a file or an MLflow run id, see ``tuner.pretrain.encoder``) or a
+file.
 
 ``imagenet`` goes through torchvision's own weights enums, so the file is cached under
 ``$TORCH_HOME/hub/checkpoints/`` and a file placed there by hand is used unchanged. ``radimagenet``
@@ -22,6 +24,7 @@ from tuner.models.registry import BackboneSpec
 
 WEIGHTS_DIR_ENV = "MEDTUNE_WEIGHTS_DIR"
 NAMED_WEIGHTS = ("none", "imagenet", "radimagenet")
+SSL_PREFIX = "ssl:"  # weights=ssl:<encoder.pt path or MLflow run id> (tuner.pretrain.encoder)
 
 
 def weights_dir() -> Path:
@@ -53,6 +56,10 @@ def weights_file(spec: BackboneSpec, weights: str) -> Path | None:
                 f"{spec.radimagenet_file} into {path.parent} (or set ${WEIGHTS_DIR_ENV})."
             )
         return path
+    if weights.startswith(SSL_PREFIX):
+        from tuner.pretrain.encoder import resolve_ssl_encoder  # imported here: it imports this module
+
+        return resolve_ssl_encoder(spec, weights[len(SSL_PREFIX):])
     path = Path(weights).expanduser()
     if not path.is_file():
         raise ConfigError(f"weights file not found: {path}. weights must be one of "

@@ -6,6 +6,7 @@ The trial's code is the same in both; only these two methods differ.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -21,7 +22,13 @@ class TrialSession(Protocol):
 
 
 class TuneSession:
-    """Reports to Ray Tune: its scheduler decides from these metrics, and it stores the checkpoint."""
+    """Reports to Ray Tune: its scheduler decides from these metrics, and it stores the checkpoint.
+
+    Each report also says where the trial ran (Ray node id, the GPUs it was given), which MLflow
+    records as tags; and the last metrics are kept so that a diverged trial can end with a report."""
+
+    def __init__(self) -> None:
+        self.last: dict[str, Any] = {}
 
     def latest_checkpoint(self) -> Path | None:
         from ray import tune
@@ -32,9 +39,24 @@ class TuneSession:
         return Path(checkpoint.to_directory(tempfile.mkdtemp(prefix="medtune-restore-")))
 
     def report(self, metrics: dict[str, Any], checkpoint: Path) -> None:
+        import ray
         from ray import tune
 
-        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(str(checkpoint)))
+        placement = {"node_id": ray.get_runtime_context().get_node_id(),
+                     "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES", "")}
+        self.last = {**metrics, **placement}
+        tune.report(self.last, checkpoint=tune.Checkpoint.from_directory(str(checkpoint)))
+
+    def report_divergence(self, reason: str) -> None:
+        """End a trial whose loss stopped being finite as *stopped*, with its reason, rather than as an
+        error that Tune would retry: the same weights would diverge again. The validation metrics are
+        those of its last finite epoch (NaN when there was none), so schedulers read a number."""
+        from ray import tune
+
+        epoch = self.last.get("epoch", 0) + 1
+        nan = float("nan")
+        tune.report({**self.last, "val_auc": self.last.get("val_auc", nan), "epoch": epoch, "diverged": 1,
+                     "stop_reason": f"epoch {epoch}: {reason}"})
 
 
 class LocalSession:

@@ -1,0 +1,92 @@
+"""The VAE study (Matas et al., arXiv 2505.16773, "Mitigating Overfitting in Medical Imaging:
+Self-Supervised Pretraining vs. ImageNet Transfer Learning"): the same classifier started from an
+in-domain self-supervised encoder (``ssl:``), from ImageNet, or from scratch, with the paper's stage-II
+recipe.
+
+Stage II (the paper's recipe): ConvNeXt-Tiny, the encoder frozen except its final stage
+(``strategy=topk``, ``unfreeze=1``), an MLP head, focal loss with ``focal_gamma`` and ``focal_alpha``
+searched, Adam, 50 epochs (the paper trains 30-70; ``--max-epochs`` changes it). Seeds repeat each arm.
+The trial reports the overfitting gaps ``gap_acc`` (train - val accuracy) and ``gap_loss`` (val -
+train loss) each epoch.
+
+The ``ssl`` arm's encoder comes from ``medtune pretrain`` (stage I). Name it with
+``$MEDTUNE_SSL_ENCODER`` (the ``encoder.pt`` path, its folder, or the MLflow run id), or pin the arms
+yourself: ``--set "weights=['ssl:/path/encoder.pt','none']"``. The encoder must have been pretrained
+with the study's backbone (``--set backbone=resnet18`` to match a ResNet-18 encoder; its image size
+too, e.g. ``--set image_size=32``). The ImageNet arm needs the backbone's ImageNet file in
+``$TORCH_HOME/hub/checkpoints/``; when it is absent (an offline machine) the arm is skipped with a
+printed note and the study runs as ssl vs none. A multi-class data set needs ``--set focal_alpha=None``
+(alpha weighs a positive class against a negative one).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from search_spaces import Space
+from tuner.models import get_backbone
+from tuner.models.weights import SSL_PREFIX, imagenet_file
+
+SSL_ENCODER_ENV = "MEDTUNE_SSL_ENCODER"
+
+ANALYSIS = {
+    "formula": "test_auc ~ C(weights, Treatment('none')) + log10_lr",
+    "groups": "seed",
+    "x": "weights",
+    "compare": ["weights"],
+}
+
+_shown: set[str] = set()
+
+
+def note(message: str) -> None:
+    """Print a note once per process (``define`` runs for every grid point and every sampled trial)."""
+    if message not in _shown:
+        _shown.add(message)
+        print(f"medtune: note: {message}", file=sys.stderr, flush=True)
+
+
+def weights_arms(backbone: str) -> list[str]:
+    """``ssl:<$MEDTUNE_SSL_ENCODER>`` if set, ``imagenet`` if its file is here, and ``none``."""
+    arms = []
+    encoder = os.environ.get(SSL_ENCODER_ENV, "").strip()
+    if encoder:
+        arms.append(encoder if encoder.startswith(SSL_PREFIX) else SSL_PREFIX + encoder)
+    else:
+        note(f"ssl_vs_imagenet: no SSL encoder given, so the ssl arm is skipped. Pretrain one (medtune pretrain "
+             f"--backbone {backbone} ...) and set ${SSL_ENCODER_ENV} to its encoder.pt (or MLflow run id), or pass "
+             "--set \"weights=['ssl:/path/encoder.pt','none']\".")
+    path = imagenet_file(get_backbone(backbone))
+    if path.is_file():
+        arms.append("imagenet")
+    else:
+        runs_as = " vs ".join(["ssl"] * bool(encoder) + ["none"])
+        note(f"ssl_vs_imagenet: the ImageNet arm is skipped: ImageNet weights for {backbone} are not on this "
+             f"machine ({path} does not exist), so the study runs as {runs_as}. To include it, put {path.name} "
+             f"(from {get_backbone(backbone).imagenet_weights.url}) there, or name the arms yourself with "
+             "--set \"weights=[...,'imagenet']\" to have it downloaded.")
+    arms.append("none")
+    return arms
+
+
+def define(s: Space) -> dict:
+    backbone = s.constant("backbone", "convnext_tiny")
+    s.choice("weights", weights_arms(backbone) if "weights" not in s.pins else ["none"])
+    s.float("lr", 1e-4, 1e-2, log=True, grid=[1e-3])
+    s.float("focal_gamma", 0.0, 5.0, grid=[2.0])
+    s.float("focal_alpha", 0.1, 0.9, grid=[0.25])
+    s.float("dropout", 0.0, 0.5, grid=[0.2])
+    s.choice("seed", [0, 1, 2])
+    return {
+        "strategy": "topk",
+        "unfreeze": 1,  # the encoder stays frozen except its final stage
+        "head": "mlp",
+        "loss": "focal",
+        "optimizer": "adam",
+        "weight_decay": 1e-4,
+        "epochs": 50,
+        "batch_size": 32,
+        "image_size": 64,
+        "augment": False,
+    }

@@ -1,0 +1,95 @@
+"""The VAE study end to end with Ray Tune: a real ``ssl_vs_imagenet`` search on BreastMNIST images (ssl
+vs none; with no ImageNet file here the arm is skipped with a note), every trial in MLflow with its
+overfitting gaps; and ``medtune pretrain --search`` choosing its encoder by validation ELBO."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+
+from tuner.cli import main
+from tuner.models import build_classifier
+from tuner.pretrain import make_pretrain_config
+from tuner.pretrain.train import train_vae
+from tuner.search import SearchRequest, run_search
+
+
+@pytest.fixture(scope="module")
+def encoder(small_data, tmp_path_factory):
+    """A ResNet-18 encoder pretrained for one epoch on the real-image subset (28 px)."""
+    config = make_pretrain_config({"backbone": "resnet18", "image_size": 28, "latent_dim": 8, "decoder_width": 16,
+                                   "epochs": 1, "batch_size": 32})
+    snapshots = []
+    train_vae(config, small_data, lambda metrics, snapshot: snapshots.append(snapshot))
+    return snapshots[0].write(tmp_path_factory.mktemp("encoder"))
+
+
+def test_ssl_vs_none_search_runs_and_logs_both_arms_with_gap_metrics(ray_local, small_npz, encoder, tmp_path,
+                                                                     monkeypatch, capsys):
+    from search_spaces import ssl_vs_imagenet
+
+    monkeypatch.setenv("MEDTUNE_SSL_ENCODER", str(encoder))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))  # certainly no ImageNet file
+    ssl_vs_imagenet._shown.clear()
+    started = time.time()
+    outcome = run_search(SearchRequest(
+        space="ssl_vs_imagenet", dataset=str(small_npz), search="grid", max_epochs=2, storage=str(tmp_path / "r"),
+        experiment="ssl-vs-none", pins={"backbone": "resnet18", "image_size": 28, "seed": [0, 1]}))
+    seconds = time.time() - started
+    err = capsys.readouterr().err
+    assert "the ImageNet arm is skipped" in err and "runs as ssl vs none" in err
+    assert "resnet18-" in err and ".pth does not exist" in err
+    print(f"\nssl_vs_imagenet grid search (4 trials, 2 epochs, 28 px): {seconds:.0f} s")
+    assert outcome.trials == 4 and outcome.errored == 0
+
+    client = MlflowClient(outcome.tracking_uri)
+    experiment = client.get_experiment_by_name("ssl-vs-none")
+    runs = client.search_runs([experiment.experiment_id], max_results=100)
+    children = [r for r in runs if r.data.tags.get(MLFLOW_PARENT_RUN_ID) == outcome.parent_run_id]
+    assert len(children) == 4
+    assert {r.data.params["weights"] for r in children} == {f"ssl:{encoder}", "none"}
+    assert sorted(r.data.params["weights"] for r in children).count("none") == 2
+    for run in children:
+        params = run.data.params
+        assert (params["strategy"], params["unfreeze"], params["head"], params["loss"]) == ("topk", "1", "mlp", "focal")
+        assert float(params["focal_gamma"]) == 2.0 and float(params["focal_alpha"]) == 0.25
+        assert run.info.status == "FINISHED"
+        for key in ("gap_acc", "gap_loss"):
+            history = client.get_metric_history(run.info.run_id, key)
+            assert len(history) == int(run.data.metrics["epoch"]) >= 1, key
+    # the ssl arm really started from the encoder: its model's frozen stem is the encoder's stem
+    saved = torch.load(encoder, weights_only=True)
+    model = build_classifier(backbone="resnet18", weights=f"ssl:{encoder}", head="mlp", num_outputs=2)
+    assert torch.equal(model.trunk.conv1.weight, saved["conv1.weight"])
+
+
+def test_pretrain_search_keeps_the_encoder_with_the_best_validation_elbo(ray_local, small_npz, tmp_path, capsys):
+    storage = tmp_path / "results"
+    code = main(["pretrain", "--search", "--dataset", str(small_npz), "--backbone", "resnet18", "--image-size", "28",
+                 "--decoder-width", "16", "--epochs", "2", "--kl-warmup-epochs", "1", "--batch-size", "32",
+                 "--num-samples", "2", "--storage", str(storage), "--experiment", "vae-search"])
+    assert code == 0
+    client = MlflowClient(f"sqlite:///{storage / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("vae-search")
+    runs = client.search_runs([experiment.experiment_id], max_results=20)
+    (parent,) = [r for r in runs if r.data.tags.get("medtune.role") == "pretrain-search"]
+    children = [r for r in runs if r.data.tags.get(MLFLOW_PARENT_RUN_ID) == parent.info.run_id]
+    assert len(children) == 2 and parent.info.status == "FINISHED"
+    best = min(children, key=lambda r: r.data.metrics["best_val_elbo"])
+    for key in ("latent_dim", "beta", "lr"):
+        assert parent.data.params[f"best_{key}"] == best.data.params[key]
+    for run in children:
+        assert len(client.get_metric_history(run.info.run_id, "val_elbo")) == int(run.data.metrics["epoch"])
+        assert {"beta", "train_recon", "train_kl", "val_elbo"} <= set(run.data.metrics)
+    assert {a.path for a in client.list_artifacts(parent.info.run_id, "encoder")} == {"encoder/encoder.pt",
+                                                                                     "encoder/encoder.json"}
+    meta = json.loads((storage / "vae-search" / "encoder.json").read_text())
+    assert meta["latent_dim"] == int(best.data.params["latent_dim"])
+    assert meta["val_elbo"] == pytest.approx(best.data.metrics["best_val_elbo"])
+    out = capsys.readouterr().out
+    assert f"weights=ssl:{parent.info.run_id}" in out
