@@ -1,7 +1,9 @@
 # Two commands do all the set-up on a fresh machine:
 #   make demo   a real search on BreastMNIST (local Ray, local MLflow store), then its report
-#   make test   the test suite
+#   make test   the whole test suite, cluster and fault-tolerance tests included
 # Both first create .venv and install medtune into it (once; again when pyproject.toml changes).
+# `make test` also installs the system packages its cluster tests use (PostgreSQL for the MLflow
+# server, Debian's docker-compose to validate docker/), if they are missing and it runs as root.
 
 PYTHON ?= python3
 VENV := .venv
@@ -12,8 +14,9 @@ export MEDTUNE_DATA_ROOT ?= $(abspath ../shared/data/medmnist)
 DEMO_STORAGE ?= results
 DEMO_EXPERIMENT ?= quickstart-$(shell date +%Y%m%d-%H%M%S)
 PYTEST_ARGS ?=
+SYSTEM_PACKAGES := postgresql docker-compose
 
-.PHONY: demo test install mlflow-ui
+.PHONY: demo test test-quick install system-packages mlflow-ui
 
 install: $(STAMP)
 
@@ -25,13 +28,26 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
+system-packages:
+	@missing=""; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
+	command -v docker-compose >/dev/null 2>&1 || missing="$$missing docker-compose"; \
+	if [ -n "$$missing" ]; then \
+		if [ "$$(id -u)" = 0 ]; then \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+		else echo "make test needs:$$missing (apt-get install -y$$missing)"; exit 1; fi; \
+	fi
+
 demo: $(STAMP)
 	$(BIN)/medtune tune --space quick --dataset breastmnist --num-samples 12 \
 		--storage $(DEMO_STORAGE) --experiment $(DEMO_EXPERIMENT)
 	$(BIN)/medtune analyze --experiment $(DEMO_EXPERIMENT) --storage $(DEMO_STORAGE)
 
-test: $(STAMP)
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+test: $(STAMP) system-packages
+	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+test-quick: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not cluster and not slow" $(PYTEST_ARGS)
 
 mlflow-ui: $(STAMP)
 	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(BIN)/mlflow ui --workers 1 --host 127.0.0.1 --port 5000 \

@@ -16,9 +16,23 @@ from __future__ import annotations
 import os
 import sys
 import time
+import urllib.request
 
 from mlflow.exceptions import RestException
 from mlflow.server.auth.client import AuthServiceClient
+
+
+def wait_for_server(uri: str, seconds: float = 120.0) -> None:
+    """Until ``/health`` answers: the server may still be running its database migrations."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=5):
+                return
+        except OSError as error:
+            if time.monotonic() > deadline:
+                raise SystemExit(f"mlflow_sync_user: {uri} is not healthy after {seconds:g}s ({error})") from error
+            time.sleep(2)
 
 
 def main() -> int:
@@ -33,27 +47,19 @@ def main() -> int:
     if username == admin:
         print(f"mlflow_sync_user: {username!r} is the admin; nothing to create")
         return 0
-    client = AuthServiceClient(uri)
-    for attempt in range(30):  # the server may still be running its migrations
-        try:
-            try:
-                client.get_user(username)
-            except RestException as error:
-                if error.error_code != "RESOURCE_DOES_NOT_EXIST":
-                    raise
-                client.create_user(username, password)
-                print(f"mlflow_sync_user: created user {username!r}")
-            else:
-                client.update_user_password(username, password)
-                print(f"mlflow_sync_user: user {username!r} exists; password re-set")
-            return 0
-        except RestException:
-            raise  # an answer from the server (e.g. bad admin credentials): retrying will not help
-        except Exception as error:  # connection refused while the server starts
-            print(f"mlflow_sync_user: waiting for {uri} ({type(error).__name__}), try {attempt + 1}/30",
-                  file=sys.stderr)
-            time.sleep(2)
-    return 1
+    wait_for_server(uri)
+    client = AuthServiceClient(uri)  # authenticates with MLFLOW_TRACKING_USERNAME/_PASSWORD
+    try:
+        client.get_user(username)
+    except RestException as error:
+        if error.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise
+        client.create_user(username, password)
+        print(f"mlflow_sync_user: created user {username!r}")
+    else:
+        client.update_user_password(username, password)
+        print(f"mlflow_sync_user: user {username!r} exists; password re-set")
+    return 0
 
 
 if __name__ == "__main__":
