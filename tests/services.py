@@ -1,5 +1,5 @@
-"""Real services for the cluster and fault-tolerance tests, all on 127.0.0.1 and all stopped by the
-test that started them: a Ray cluster of several nodes (each `ray start --block` in its own process
+"""Real services for the cluster and fault-tolerance tests, all on this machine and all stopped by the
+test that started them (HTTP endpoints on 127.0.0.1): a Ray cluster of several nodes (each `ray start --block` in its own process
 group and its own --temp-dir, advertising GPUs the machine does not have), a PostgreSQL server in a
 temporary folder, and an MLflow tracking server on it."""
 
@@ -60,7 +60,12 @@ class RayCluster:
     """A head node plus worker nodes on this machine, each with its own --temp-dir."""
 
     def __init__(self, root: Path) -> None:
+        from ray._private.services import get_node_ip_address
+
         self.root = root
+        # Every node registers under the machine's own IP, as Ray picks it: nodes whose addresses
+        # disagree (one 127.0.0.1, one the machine's IP) cannot pull objects from each other.
+        self.node_ip = get_node_ip_address()
         self.gcs_port = free_port()
         self.dashboard_port = free_port()
         self.nodes: dict[str, subprocess.Popen] = {}
@@ -68,7 +73,7 @@ class RayCluster:
 
     @property
     def address(self) -> str:
-        return f"127.0.0.1:{self.gcs_port}"
+        return f"{self.node_ip}:{self.gcs_port}"
 
     @property
     def dashboard(self) -> str:
@@ -84,7 +89,7 @@ class RayCluster:
                  "--metrics-export-port", str(free_port()), "--runtime-env-agent-port", str(free_port()),
                  "--node-manager-port", str(free_port()), "--object-manager-port", str(free_port())]
         self.nodes[name] = subprocess.Popen(
-            [str(BIN / "ray"), "start", "--block", "--temp-dir", str(temp), "--node-ip-address", "127.0.0.1",
+            [str(BIN / "ray"), "start", "--block", "--temp-dir", str(temp), "--node-ip-address", self.node_ip,
              "--disable-usage-stats", *ports, *args], stdout=log, stderr=subprocess.STDOUT, env=ray_env(),
             start_new_session=True)
 

@@ -58,7 +58,7 @@ def test_job_submit_packs_quarter_gpu_trials_on_two_nodes(cluster, mlflow_on_pos
     cluster.start_worker("worker", cpus=4, gpus=1)
     storage = tmp_path / "shared-storage"
     tracking = mlflow_on_postgres.replace("http://", f"http://medtune:{SECRET}@")
-    runtime_env = {"excludes": [".git", ".venv", "results", "*.egg-info", "__pycache__"],
+    runtime_env = {"excludes": ["/.git", "/.venv", "/results", "/data", "*.egg-info", "__pycache__"],
                    "env_vars": {"MEDTUNE_DATA_ROOT": os.environ["MEDTUNE_DATA_ROOT"],
                                 "MLFLOW_TRACKING_PASSWORD": SECRET,
                                 # Tune keeps one trial pending at a time under a searcher: let it fill the
@@ -67,7 +67,7 @@ def test_job_submit_packs_quarter_gpu_trials_on_two_nodes(cluster, mlflow_on_pos
     done = cluster.submit(
         ["--working-dir", str(REPO), "--runtime-env-json", json.dumps(runtime_env), "--",
          sys.executable, "-m", "tuner", "tune", "--space", "quick", "--dataset", "breastmnist",
-         "--num-samples", "8", "--max-epochs", "2", "--grace-period", "2", "--gpus-per-trial", "0.25",
+         "--num-samples", "8", "--max-epochs", "3", "--grace-period", "3", "--gpus-per-trial", "0.25",
          "--cpus-per-trial", "0.5", "--storage", str(storage), "--experiment", "cluster",
          "--tracking-uri", tracking], timeout_s=540)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]

@@ -84,5 +84,7 @@ def evaluate(model: nn.Module, loader: torch.utils.data.DataLoader, loss_fn: nn.
         total_loss += loss_fn(logits, batch_labels).item() * len(batch_labels)
         probs.append(probabilities(logits, task).cpu())
         labels.append(batch_labels.cpu())
-    all_labels = torch.cat(labels).numpy()
-    return Evaluation(total_loss / len(all_labels), torch.cat(probs).numpy(), all_labels)
+    all_labels, all_probs = torch.cat(labels).numpy(), torch.cat(probs).numpy()
+    if not np.isfinite(all_probs).all():
+        raise FloatingPointError("the model's outputs became non-finite (its weights diverged; lr too high?)")
+    return Evaluation(total_loss / len(all_labels), all_probs, all_labels)
