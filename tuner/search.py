@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
@@ -146,7 +147,11 @@ def run_search(request: SearchRequest) -> SearchOutcome:
           f"(parent run {parent_run_id})", flush=True)
     results = tuner.fit()
     outcome = _summarise(results, name, experiment_dir, tracking_uri, parent_run_id)
-    client.set_terminated(parent_run_id, status="FINISHED" if outcome.errored < outcome.trials else "FAILED")
+    try:
+        client.set_terminated(parent_run_id, status="FINISHED" if outcome.errored < outcome.trials else "FAILED")
+    except Exception as error:  # the tracking server is down: the results are safe in Tune's folder
+        print(f"medtune: could not close the parent MLflow run ({type(error).__name__}); `medtune sync` will.",
+              file=sys.stderr, flush=True)
     return outcome
 
 
