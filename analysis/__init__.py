@@ -1,20 +1,44 @@
 """Analysis of finished searches: the public surface for analysis scripts.
 
 from analysis import load_trials, fit_mixed_model, delong_test
+
+Names are imported on first use (PEP 562), so ``medtune --help`` and the CLI's argument parsing do
+not pay for MLflow, statsmodels and matplotlib.
 """
 
-from analysis.delong import DelongResult, auc_ci, delong_test, delong_unpaired
-from analysis.loading import load_test_scores, load_trials
-from analysis.mixed_model import MixedModelFit, crossed_random_effects, fit_mixed_model
+from __future__ import annotations
 
-__all__ = [
-    "DelongResult",
-    "MixedModelFit",
-    "auc_ci",
-    "crossed_random_effects",
-    "delong_test",
-    "delong_unpaired",
-    "fit_mixed_model",
-    "load_test_scores",
-    "load_trials",
-]
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "DelongResult": "analysis.delong",
+    "auc_ci": "analysis.delong",
+    "delong_test": "analysis.delong",
+    "delong_unpaired": "analysis.delong",
+    "holm": "analysis.comparisons",
+    "load_search": "analysis.loading",
+    "load_test_scores": "analysis.loading",
+    "load_trials": "analysis.loading",
+    "MixedModelFit": "analysis.mixed_model",
+    "crossed_random_effects": "analysis.mixed_model",
+    "fit_mixed_model": "analysis.mixed_model",
+    "likelihood_ratio_tests": "analysis.modeling",
+    "param_importances": "analysis.importance",
+    "write_report": "analysis.report",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'analysis' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

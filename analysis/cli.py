@@ -1,4 +1,8 @@
-"""``medtune analyze`` / ``python -m analysis``."""
+"""``medtune analyze`` / ``python -m analysis``: the report of one or more finished searches.
+
+Only the standard library is imported here, so building the parser costs nothing; the analysis
+itself is imported when it runs.
+"""
 
 from __future__ import annotations
 
@@ -8,23 +12,125 @@ import sys
 from tuner.errors import ConfigError
 
 
-def analyze(experiment: str, *, tracking_uri: str | None, storage: str, out: str | None) -> int:
-    from analysis.report import write_report
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The analyze options, shared by ``medtune analyze`` and ``python -m analysis``."""
+    parser.add_argument(
+        "--experiment",
+        required=True,
+        action="append",
+        metavar="NAME",
+        help="the search's name (its MLflow experiment and Tune folder); repeat it to analyse several "
+        "searches together (e.g. one per data set)",
+    )
+    parser.add_argument(
+        "--tracking-uri", help="MLflow URI (default $MLFLOW_TRACKING_URI, else sqlite in --storage)"
+    )
+    parser.add_argument(
+        "--storage", default="results", help="the Tune results folder (and default sqlite store)"
+    )
+    parser.add_argument("--out", help="report folder (default <storage>/<experiment>/report)")
+    parser.add_argument(
+        "--offline",
+        action="store_true",
+        help="read the Tune folder <storage>/<experiment> alone, without MLflow (the report is not logged)",
+    )
+    parser.add_argument(
+        "--formula",
+        help="mixed-model formula, e.g. 'test_auc ~ C(head) + C(unfreeze) + log10_lr' "
+        "(default: the search space's ANALYSIS)",
+    )
+    parser.add_argument(
+        "--metric", help="the outcome analysed (default: the formula's response, else test_auc)"
+    )
+    parser.add_argument(
+        "--random",
+        help="comma-separated random-effect columns (default seed,dataset; crossed when both vary); "
+        "'none' for fixed effects only",
+    )
+    parser.add_argument("--logit", action="store_true", help="model logit(metric): for AUCs near 1")
+    parser.add_argument(
+        "--compare",
+        action="append",
+        default=[],
+        metavar="FACTOR[=LEVEL,LEVEL,...]",
+        help="DeLong comparison of the levels of a factor, the first level the reference, e.g. "
+        "--compare weights=imagenet,radimagenet; repeatable (Holm's correction across all)",
+    )
+    parser.add_argument(
+        "--compare-mode",
+        choices=["best", "pooled"],
+        default="best",
+        help="best: each level's best trial by validation AUC; pooled: its best configuration with every "
+        "seed's test scores averaged",
+    )
+    parser.add_argument(
+        "--alternative",
+        choices=["two-sided", "greater", "less"],
+        default="two-sided",
+        help="DeLong alternative: greater = the level beats the reference",
+    )
+    parser.add_argument("--alpha", type=float, default=0.05, help="significance level and 1 - CI level")
 
-    path = write_report(experiment, tracking_uri=tracking_uri, storage=storage, out=out)
-    print(f"medtune: report written to {path} (and logged to the search's parent MLflow run)")
-    return 0
+
+def run(args: argparse.Namespace) -> int:
+    """Write the report; 0 when every section could be computed, 1 when some could not because of the
+    input (each problem printed), 2 (raised as ConfigError) when nothing could be analysed."""
+    from analysis.report import AnalysisOptions, build_report
+
+    if not 0 < args.alpha < 1:
+        raise ConfigError(f"--alpha {args.alpha} must be between 0 and 1, e.g. 0.05.")
+    random = None
+    if args.random is not None:
+        random = (
+            []
+            if args.random.strip().lower() == "none"
+            else [r.strip() for r in args.random.split(",") if r.strip()]
+        )
+    options = AnalysisOptions(
+        formula=args.formula,
+        metric=args.metric,
+        random=random,
+        logit=args.logit,
+        compare=list(args.compare),
+        compare_mode=args.compare_mode,
+        alternative=args.alternative,
+        alpha=args.alpha,
+    )
+    report = build_report(
+        args.experiment,
+        args.tracking_uri,
+        args.storage,
+        args.out,
+        source="tune" if args.offline else "mlflow",
+        options=options,
+    )
+    print(f"medtune: report written to {report.html_path} and {report.markdown_path.name} (same folder)")
+    if report.logged_to:
+        print(f"medtune: logged to the search's parent MLflow run(s): {', '.join(report.logged_to)}")
+    elif args.offline:
+        print("medtune: offline analysis: the report was not logged to MLflow")
+    for problem in report.problems:
+        print(f"medtune: warning: {problem}", file=sys.stderr)
+    return 1 if report.problems else 0
+
+
+def analyze(experiment: str | list[str], *, tracking_uri: str | None, storage: str, out: str | None) -> int:
+    """Kept for callers of the first version: the report with every option at its default."""
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    names = [experiment] if isinstance(experiment, str) else list(experiment)
+    argv = [a for name in names for a in ("--experiment", name)] + ["--storage", str(storage)]
+    argv += ["--tracking-uri", tracking_uri] if tracking_uri else []
+    argv += ["--out", str(out)] if out else []
+    return run(parser.parse_args(argv))
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m analysis", description="Analyse a finished search.")
-    parser.add_argument("--experiment", required=True)
-    parser.add_argument("--tracking-uri")
-    parser.add_argument("--storage", default="results")
-    parser.add_argument("--out")
+    parser = argparse.ArgumentParser(prog="python -m analysis", description="Analyse finished searches.")
+    add_arguments(parser)
     args = parser.parse_args(argv)
     try:
-        return analyze(args.experiment, tracking_uri=args.tracking_uri, storage=args.storage, out=args.out)
+        return run(args)
     except ConfigError as error:
         print(f"medtune: error: {error}", file=sys.stderr)
         return 2

@@ -68,15 +68,22 @@ def test_report_is_written_and_logged_to_the_parent_run(finished_search, tmp_pat
     outcome, storage = finished_search
     markdown = write_report("asha-test", tracking_uri=outcome.tracking_uri, out=tmp_path / "report")
     text = markdown.read_text()
-    for section in ("## Overview", "## Mixed model", "## DeLong tests", "## Plots"):
+    for section in ("## 1. Overview", "## 2. Mixed model", "## 3. Does each factor matter?",
+                    "## 4. DeLong comparisons", "## 6. Effect plots", "## 7. Learning curves and overfitting",
+                    "## 8. Hyperparameter importance"):
         assert section in text
     delong = pd.read_csv(tmp_path / "report" / "delong.csv")
-    assert set(delong["head"]) <= {"linear", "conv", "convskip"} and delong["p_value"].between(0, 1).all()
+    heads = {"linear", "conv", "convskip"}
+    assert set(delong["factor"]) == {"head"} and set(delong["level"]) | set(delong["reference"]) <= heads
+    assert delong["p_value"].between(0, 1).all() and (delong["p_holm"] >= delong["p_value"]).all()
+    assert delong["p_holm"].between(0, 1).all() and delong["paired"].all()
     model = pd.read_csv(tmp_path / "report" / "mixed_model.csv")
     assert list(model.columns) == ["term", "estimate", "se", "z", "p", "ci_low", "ci_high"]
     assert (tmp_path / "report" / "test_auc_by_lr.png").stat().st_size > 1000
+    assert "data:image/png;base64," in (tmp_path / "report" / "report.html").read_text()
     logged = {a.path for a in MlflowClient(outcome.tracking_uri).list_artifacts(outcome.parent_run_id, "report")}
-    assert {"report/report.md", "report/delong.csv", "report/test_auc_by_lr.png"} <= logged
+    assert {"report/report.md", "report/report.html", "report/delong.csv",
+            "report/test_auc_by_lr.png"} <= logged
 
 
 def test_trials_share_the_decoded_images_through_the_object_store(ray_local, small_data, tmp_path):

@@ -1,0 +1,184 @@
+"""A real finished search analysed end to end: BreastMNIST (a real-image subset), several heads,
+strategies, unfreeze depths and seeds, trained by Ray Tune with ASHA and logged to MLflow; then
+`medtune analyze` from MLflow and from the Tune folder alone must give the same numbers, with every
+section of the report filled."""
+
+from __future__ import annotations
+
+import filecmp
+import textwrap
+
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+
+import search_spaces
+from analysis.loading import frames_equal_for_analysis, load_search
+from tuner.search import SearchRequest, run_search
+
+# A study module as a researcher would write one: heads x strategies (top-k at two depths) x seeds,
+# with its default analysis. It lives in a temporary folder added to the search_spaces package.
+SPACE = """
+from search_spaces import Space
+
+ANALYSIS = {
+    "formula": "test_auc ~ C(head) + C(strategy, Treatment('ft')) + log10_lr",
+    "groups": "seed",
+    "x": "strategy",
+    "compare": ["strategy=ft,lp,topk", "head"],
+}
+
+
+def define(s: Space) -> dict:
+    head = s.choice("head", ["linear", "conv"])
+    if head == "conv":
+        s.choice("kernel_size", [3])
+    strategy = s.choice("strategy", ["ft", "lp", "topk"])
+    if strategy == "topk":
+        s.choice("unfreeze", [1, 3])
+    s.float("lr", 1e-3, 1e-1, log=True, grid=[3e-2])
+    s.choice("seed", [0, 1])
+    return {"backbone": "resnet18", "weights": "none", "optimizer": "sgd", "epochs": 2, "batch_size": 64,
+            "image_size": 28, "augment": False, "dropout": 0.0, "filters": 4 if head != "linear" else None}
+"""
+NAME = "study"
+
+
+@pytest.fixture(scope="module")
+def study_space(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("spaces")
+    (folder / "analysis_probe.py").write_text(textwrap.dedent(SPACE))
+    search_spaces.__path__.append(str(folder))
+    yield "analysis_probe"
+    search_spaces.__path__.remove(str(folder))
+
+
+@pytest.fixture(scope="module")
+def ray_here():
+    """Ray for this module only, shut down after it: this file runs before tests (test_cli) that check
+    that bad input exits before Ray starts, which a session-wide Ray would break."""
+    import ray
+
+    if ray.is_initialized():  # a session-wide Ray started earlier: use it, leave it to its owner
+        yield ray
+        return
+    ray.init(num_cpus=2, include_dashboard=False, configure_logging=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def study(ray_here, small_npz, study_space, tmp_path_factory):
+    storage = tmp_path_factory.mktemp("study")
+    outcome = run_search(
+        SearchRequest(
+            space=study_space,
+            dataset=str(small_npz),
+            search="grid",
+            storage=str(storage),
+            experiment=NAME,
+            seed=0,
+        )
+    )
+    return storage, outcome
+
+
+def test_the_tune_folder_alone_gives_the_same_frame_as_mlflow(study):
+    storage, outcome = study
+    online = load_search(NAME, outcome.tracking_uri, storage)
+    offline = load_search(NAME, storage=storage, source="tune")
+    assert len(online.frame) == outcome.trials - outcome.errored == 16
+    assert frames_equal_for_analysis(online.frame, offline.frame) == []
+    frame = online.frame
+    assert set(frame["strategy"]) == {"ft", "lp", "topk"} and set(frame["unfreeze"].dropna()) == {1, 3}
+    assert set(frame["head"]) == {"linear", "conv"} and set(frame["seed"]) == {0, 1}
+    assert (frame["lr"] == 3e-2).all()  # the configured lr, not the last epoch's (final_lr)
+    for i in (0, len(frame) - 1):
+        assert online.history(frame.iloc[i]).equals(offline.history(offline.frame.iloc[i]))
+        assert online.test_scores(frame.iloc[i]).equals(offline.test_scores(offline.frame.iloc[i]))
+
+
+@pytest.fixture(scope="module")
+def reports(study, tmp_path_factory):
+    from tuner.cli import main
+
+    storage, outcome = study
+    out = {}
+    for source in ("mlflow", "tune"):
+        out[source] = tmp_path_factory.mktemp(f"report-{source}")
+        argv = [
+            "analyze",
+            "--experiment",
+            NAME,
+            "--storage",
+            str(storage),
+            "--tracking-uri",
+            outcome.tracking_uri,
+            "--out",
+            str(out[source]),
+        ]
+        assert main(argv + (["--offline"] if source == "tune" else [])) == 0
+    return out
+
+
+def test_medtune_analyze_fills_every_section(reports):
+    folder = reports["mlflow"]
+    text = (folder / "report.md").read_text()
+    sections = [
+        "Overview",
+        "Mixed model",
+        "Does each factor matter?",
+        "DeLong comparisons",
+        "Fine-tuning strategies",
+        "Effect plots",
+        "Learning curves and overfitting",
+        "Hyperparameter importance",
+    ]
+    for number, title in enumerate(sections, 1):
+        assert f"## {number}. {title}" in text
+    assert "Not applicable" not in text and "could not be computed" not in text and "Not run" not in text
+    for png in (
+        "roc_curves.png",
+        "change_vs_ft_heatmap.png",
+        "test_auc_by_strategy.png",
+        "test_auc_by_unfreeze.png",
+        "learning_curves.png",
+        "learning_curves_by_strategy.png",
+        "importance.png",
+    ):
+        assert (folder / png).stat().st_size > 5000, png
+    assert "Reference levels (each estimate is relative to these): C(head): `conv`" in text
+    assert "C(strategy, Treatment('ft')): `ft`" in text
+    lrt = pd.read_csv(folder / "likelihood_ratio_tests.csv")
+    assert list(lrt["factor"]) == ["head", "strategy", "log10_lr"] and lrt["p"].notna().sum() == 2
+    delong = pd.read_csv(folder / "delong.csv")
+    assert set(delong["factor"]) == {"strategy", "head"} and delong["paired"].all()
+    assert (delong["p_holm"] >= delong["p_value"]).all() and delong["p_holm"].between(0, 1).all()
+    assert set(delong.loc[delong["factor"] == "strategy", "reference"]) == {"ft"}
+    wins = pd.read_csv(folder / "wins_over_ft.csv")
+    assert list(wins["strategy"]) == ["lp", "topk", "Total"]
+    cells = pd.read_csv(folder / "strategy_cells.csv")
+    assert (cells.loc[cells["strategy"] != "topk", "n_seeds"] == 2).all()  # SE over the two seeds
+    html = (folder / "report.html").read_text()
+    assert html.count("data:image/png;base64,") == 7
+
+
+def test_mlflow_and_tune_folder_reports_have_the_same_numbers(reports):
+    tables = sorted(p.name for p in reports["mlflow"].glob("*.csv"))
+    assert len(tables) >= 15
+    assert sorted(p.name for p in reports["tune"].glob("*.csv")) == tables
+    match, mismatch, errors = filecmp.cmpfiles(reports["mlflow"], reports["tune"], tables, shallow=False)
+    assert mismatch == [] and errors == []
+
+
+def test_the_report_is_logged_to_the_parent_run(study, reports):
+    _, outcome = study
+    client = MlflowClient(outcome.tracking_uri)
+    logged = {a.path for a in client.list_artifacts(outcome.parent_run_id, "report")}
+    assert {
+        "report/report.md",
+        "report/report.html",
+        "report/delong.csv",
+        "report/mixed_model.csv",
+        "report/roc_curves.png",
+    } <= logged
