@@ -94,19 +94,30 @@ def load_trunk_weights(trunk: nn.Module, spec: BackboneSpec, weights: str) -> No
     expected = trunk.state_dict()
     classifier_prefix = spec.classifier_attr + "."
     usable = {k: v for k, v in state.items() if not k.startswith(classifier_prefix)}
-    missing = sorted(set(expected) - set(usable))
-    mismatched = sorted(k for k in set(expected) & set(usable) if expected[k].shape != usable[k].shape)
-    if missing or mismatched:
-        detail = []
-        if missing:
-            detail.append(f"{len(missing)} trunk tensors missing (e.g. {', '.join(missing[:3])})")
-        if mismatched:
-            k = mismatched[0]
-            detail.append(f"{len(mismatched)} with the wrong shape (e.g. {k}: file "
-                          f"{tuple(usable[k].shape)}, model {tuple(expected[k].shape)})")
-        raise ConfigError(f"weights file {path} does not fit backbone {spec.name}: {'; '.join(detail)}. "
+    problems = describe_mismatch({k: tuple(v.shape) for k, v in usable.items()},
+                                 {k: tuple(v.shape) for k, v in expected.items()}, found_as="file")
+    if problems:
+        raise ConfigError(f"weights file {path} does not fit backbone {spec.name}: {'; '.join(problems)}. "
                           "Is it a state dict of that architecture?")
     trunk.load_state_dict({k: usable[k] for k in expected})
+
+
+def describe_mismatch(found: dict[str, tuple[int, ...]], expected: dict[str, tuple[int, ...]], *,
+                      found_as: str, report_extra: bool = False) -> list[str]:
+    """How a state dict's tensors differ from a trunk's, in words; empty when every trunk tensor is there
+    with its shape (and, with ``report_extra``, nothing else is)."""
+    missing = sorted(set(expected) - set(found))
+    wrong = sorted(k for k in set(expected) & set(found) if found[k] != expected[k])
+    extra = sorted(set(found) - set(expected)) if report_extra else []
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} trunk tensors missing (e.g. {', '.join(missing[:3])})")
+    if extra:
+        problems.append(f"{len(extra)} tensors the trunk does not have (e.g. {', '.join(extra[:3])})")
+    if wrong:
+        k = wrong[0]
+        problems.append(f"{len(wrong)} with the wrong shape (e.g. {k}: {found_as} {found[k]}, model {expected[k]})")
+    return problems
 
 
 def remap_keys(state: dict[str, torch.Tensor], prefixes: dict[str, str]) -> dict[str, torch.Tensor]:

@@ -27,7 +27,7 @@ import torch
 
 from tuner.errors import ConfigError
 from tuner.models.registry import BackboneSpec
-from tuner.models.weights import SSL_PREFIX, weights_dir
+from tuner.models.weights import SSL_PREFIX, describe_mismatch, weights_dir
 
 ENCODER_FILE = "encoder.pt"
 META_FILE = "encoder.json"
@@ -102,24 +102,13 @@ def check_encoder_fits(spec: BackboneSpec, path: Path, weights: str | None = Non
                           f"{error}). It must be the {ENCODER_FILE} that `medtune pretrain` wrote.") from error
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ConfigError(f"weights={weights}: {path} does not hold a state dict (name -> tensor).")
-    expected = _trunk_shapes(spec)
-    missing = sorted(set(expected) - set(state))
-    extra = sorted(set(state) - set(expected))
-    wrong = sorted(k for k in set(expected) & set(state) if tuple(state[k].shape) != expected[k])
-    if missing or extra or wrong:
-        detail = []
-        if missing:
-            detail.append(f"{len(missing)} trunk tensors missing (e.g. {', '.join(missing[:3])})")
-        if extra:
-            detail.append(f"{len(extra)} tensors the trunk does not have (e.g. {', '.join(extra[:3])})")
-        if wrong:
-            k = wrong[0]
-            detail.append(f"{len(wrong)} with the wrong shape (e.g. {k}: encoder {tuple(state[k].shape)}, "
-                          f"{spec.name} {expected[k]})")
+    problems = describe_mismatch({k: tuple(v.shape) for k, v in state.items()}, _trunk_shapes(spec),
+                                 found_as="encoder", report_extra=True)
+    if problems:
         origin = (f"pretrained with backbone {source!r}" if source else
                   f"backbone unknown: no {path.with_suffix('.json').name} beside it")
         raise ConfigError(f"weights={weights}: the SSL encoder ({origin}) does not fit the requested backbone "
-                          f"{spec.name!r}: {'; '.join(detail)}. Use the backbone it was pretrained with, or "
+                          f"{spec.name!r}: {'; '.join(problems)}. Use the backbone it was pretrained with, or "
                           f"pretrain one for {spec.name}.")
     _checked[key] = None
 
