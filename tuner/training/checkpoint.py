@@ -10,6 +10,8 @@ whether the search finished the trial or ASHA stopped it.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -36,14 +38,28 @@ def save_checkpoint(folder: Path, *, model: torch.nn.Module, optimizer: torch.op
                     loader_generator: torch.Generator, progress: Progress,
                     best_model: dict[str, torch.Tensor], test_scores: pd.DataFrame | None) -> None:
     folder.mkdir(parents=True, exist_ok=True)
-    torch.save({
-        "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-        "progress": asdict(progress), "torch_rng": torch.get_rng_state(),
-        "loader_rng": loader_generator.get_state(),
-    }, folder / STATE_FILE)
-    torch.save(best_model, folder / BEST_MODEL_FILE)
+    with _without_crc32():
+        torch.save({
+            "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "progress": asdict(progress), "torch_rng": torch.get_rng_state(),
+            "loader_rng": loader_generator.get_state(),
+        }, folder / STATE_FILE)
+        torch.save(best_model, folder / BEST_MODEL_FILE)
     if test_scores is not None:
         test_scores.to_csv(folder / TEST_SCORES_FILE, index=False, float_format="%.9g")
+
+
+@contextmanager
+def _without_crc32() -> Iterator[None]:
+    """Checksumming every record is about 40% of torch.save's time, paid every epoch (benchmarks/overhead.py).
+    torch.load does not check the checksums, so the files load the same; only a generic unzip tool would
+    complain about them."""
+    previous = torch.serialization.get_crc32_options()
+    torch.serialization.set_crc32_options(False)
+    try:
+        yield
+    finally:
+        torch.serialization.set_crc32_options(previous)
 
 
 def load_checkpoint(folder: Path, *, model: torch.nn.Module, optimizer: torch.optim.Optimizer,

@@ -23,8 +23,9 @@ from tuner.config import make_trial_config
 from tuner.data import DatasetSplits, ImageDataset, build_transform
 from tuner.errors import ConfigError
 from tuner.models import Classifier, build_classifier
-from tuner.strategies import get_strategy, relative_gradient_norms
+from tuner.strategies import Strategy, get_strategy, relative_gradient_norms
 from tuner.training.checkpoint import Progress, load_checkpoint, save_checkpoint
+from tuner.training.feature_cache import FeatureCache
 from tuner.training.loop import Evaluation, Precision, evaluate, train_one_epoch
 from tuner.training.losses import build_loss
 from tuner.training.metrics import classification_metrics
@@ -42,15 +43,22 @@ def run_trial(config: dict[str, Any], data: DatasetSplits, session: TrialSession
                              num_outputs=data.num_classes, dropout=config["dropout"],
                              kernel_size=config["kernel_size"], filters=config["filters"],
                              hidden_ratio=config["hidden_ratio"], layer_groups=config["layer_groups"]).to(device)
-    start_weights = {name: p.detach().clone() for name, p in model.trunk.named_parameters()}
     strategy = get_strategy(config["strategy"])
+    # The starting trunk, for strategies whose penalty pulls towards it (a copy of the trunk: kept only there).
+    start_weights = ({name: p.detach().clone() for name, p in model.trunk.named_parameters()}
+                     if type(strategy).penalty is not Strategy.penalty else {})
     loader_generator = torch.Generator().manual_seed(config["seed"])
     train_loader, val_loader, test_loader = _loaders(data, config, loader_generator, device)
     optimizer = _optimizer(model, config, per_tensor=strategy.per_tensor_learning_rates)
     loss_fn = build_loss(data.task, config["loss"], config["focal_gamma"], config["focal_alpha"])
     precision = Precision(device, config["amp"])
+    # Where the trunk's trainable groups are a suffix and the images are not augmented, the frozen
+    # prefix's outputs are computed once and the epochs run only the rest (same results; see there).
+    cache = FeatureCache((train_loader, val_loader, test_loader), augment=config["augment"], precision=precision,
+                         device=device)
 
-    progress, best_model, test_scores = Progress(), _cpu_state(model), None
+    # No copy of the starting weights as "best": epoch 1 always becomes the best epoch (best_epoch == 0).
+    progress, best_model, test_scores = Progress(), {}, None
     resume_from = session.latest_checkpoint()
     if resume_from is not None:
         progress, best_model, test_scores = load_checkpoint(resume_from, model=model, optimizer=optimizer,
@@ -59,13 +67,14 @@ def run_trial(config: dict[str, Any], data: DatasetSplits, session: TrialSession
     result: dict[str, Any] = {}
     for epoch in range(progress.epoch + 1, config["epochs"] + 1):
         model.set_trainable_groups(strategy.trainable_groups(config, model.num_groups, epoch))
+        net, epoch_train, epoch_val, epoch_test = cache.select(model)
         lr = cosine_learning_rate(config["lr"], epoch, config["epochs"])
         scales = (_rgn_scales(model, train_loader, loss_fn, device, precision)
                   if strategy.per_tensor_learning_rates else None)
         set_learning_rates(optimizer, lr, scales)
-        train_loss, train_acc = train_one_epoch(model, train_loader, optimizer, loss_fn, device, precision,
+        train_loss, train_acc = train_one_epoch(net, epoch_train, optimizer, loss_fn, device, precision,
                                                 data.task, lambda: strategy.penalty(config, model, start_weights))
-        val = evaluate(model, val_loader, loss_fn, device, precision, data.task)
+        val = evaluate(net, epoch_val, loss_fn, device, precision, data.task)
         val_metrics = _prefixed("val", val, data)
 
         progress.epoch = epoch
@@ -74,7 +83,7 @@ def run_trial(config: dict[str, Any], data: DatasetSplits, session: TrialSession
             progress.best_score, progress.best_epoch = score, epoch
             progress.best_val_auc = val_metrics["val_auc"]
             best_model = _cpu_state(model)
-            test = evaluate(model, test_loader, loss_fn, device, precision, data.task)
+            test = evaluate(net, epoch_test, loss_fn, device, precision, data.task)
             progress.test_metrics = _prefixed("test", test, data)
             test_scores = scores_frame(test.labels, test.probs)
         patience_over = config["patience"] is not None and epoch - progress.best_epoch >= config["patience"]

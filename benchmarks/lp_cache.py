@@ -1,0 +1,161 @@
+"""Frozen-prefix feature cache (tuner/training/feature_cache.py): an epoch trained on the stored
+outputs of the frozen trunk vs. the same epoch recomputing them, side by side in one process.
+
+For each case (backbone, strategy) two identical trials are set up, one with the cache and one
+without; their epochs (train + validation pass) alternate A/B/B/A, and the figure is the median of
+the per-pair ratios recompute / cached. Also printed: the one-time cost of filling the cache, in
+recomputing epochs, and whether the two arms' metrics and weights came out bit-identical.
+
+Then whole trials through ``run_trial`` (checkpoints included), cache on vs. off, A/B/B/A.
+
+    python benchmarks/lp_cache.py            # BreastMNIST (546 training images), 4 epoch pairs per case
+    python benchmarks/lp_cache.py --short    # CI: 96-image subset, 2 epoch pairs, lp only
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common  # noqa: E402
+from _common import abba, figure, median, note  # noqa: E402
+
+CASES = [  # (backbone, image size, strategy extras)
+    ("resnet18", 28, {"strategy": "lp"}),
+    ("densenet121", 32, {"strategy": "lp"}),
+    ("resnet18", 28, {"strategy": "topk", "unfreeze": 1}),
+    ("densenet121", 32, {"strategy": "topk", "unfreeze": 1}),
+]
+
+
+class _Arm:
+    """One trial's model, loaders, optimizer and (maybe) cache, stepped one epoch at a time."""
+
+    def __init__(self, config: dict, data, cached: bool) -> None:
+        import torch
+
+        from tuner.config import make_trial_config
+        from tuner.models import build_classifier
+        from tuner.strategies import get_strategy
+        from tuner.training.feature_cache import FeatureCache
+        from tuner.training.loop import Precision
+        from tuner.training.losses import build_loss
+        from tuner.training.trial import _loaders, _optimizer
+
+        self.config = config = make_trial_config(config)
+        self.data = data
+        self.device = torch.device("cpu")
+        torch.manual_seed(config["seed"])
+        self.model = build_classifier(backbone=config["backbone"], weights=config["weights"], head=config["head"],
+                                      num_outputs=data.num_classes, kernel_size=config["kernel_size"],
+                                      filters=config["filters"])
+        self.model.set_trainable_groups(get_strategy(config["strategy"]).trainable_groups(
+            config, self.model.num_groups, 1))
+        self.loaders = _loaders(data, config, torch.Generator().manual_seed(config["seed"]), self.device)
+        self.optimizer = _optimizer(self.model, config, per_tensor=False)
+        self.loss_fn = build_loss(data.task, "ce", None, None)
+        self.precision = Precision(self.device, False)
+        self.cache = FeatureCache(self.loaders, augment=False, precision=self.precision, device=self.device,
+                                  enabled=cached)
+        start = time.perf_counter()
+        self.net, self.train_loader, self.val_loader, _ = self.cache.select(self.model)
+        self.build_s = time.perf_counter() - start
+        self.history: list[tuple[float, float, float]] = []
+
+    def epoch(self) -> float:
+        from tuner.training.loop import evaluate, train_one_epoch
+
+        start = time.perf_counter()
+        loss, acc = train_one_epoch(self.net, self.train_loader, self.optimizer, self.loss_fn, self.device,
+                                    self.precision, self.data.task)
+        val = evaluate(self.net, self.val_loader, self.loss_fn, self.device, self.precision, self.data.task)
+        self.history.append((loss, acc, val.loss))
+        return time.perf_counter() - start
+
+
+def epoch_ratios(data, backbone: str, size: int, extra: dict, pairs: int) -> dict:
+    import torch
+
+    config = {"backbone": backbone, "weights": "none", "head": "linear", "image_size": size, "batch_size": 32,
+              "lr": 1e-3, "epochs": 10, "augment": False, "seed": 0, **extra}
+    arms = {"cached": _Arm(config, data, cached=True), "recompute": _Arm(config, data, cached=False)}
+    assert arms["cached"].cache.builds == 1, arms["cached"].cache.refused
+    times: dict[str, list[float]] = {"cached": [], "recompute": []}
+    for _, name in abba(["recompute", "cached"], pairs):
+        times[name].append(arms[name].epoch())
+    identical = arms["cached"].history == arms["recompute"].history and all(
+        torch.equal(a, b) for a, b in zip(arms["cached"].model.state_dict().values(),
+                                          arms["recompute"].model.state_dict().values(), strict=True))
+    ratios = [r / c for r, c in zip(times["recompute"], times["cached"], strict=True)]
+    return {"speedup": median(ratios), "build_in_epochs": arms["cached"].build_s / median(times["recompute"]),
+            "identical": identical, "nbytes": arms["cached"].cache.prepare(arms["cached"].model).nbytes,
+            "ratios": ratios}
+
+
+def whole_trials(data, backbone: str, size: int, epochs: int, repetitions: int) -> float:
+    """run_trial (checkpoints and all) with the cache off / on."""
+    import os
+
+    from tuner.training.session import LocalSession
+    from tuner.training.trial import run_trial
+
+    config = {"backbone": backbone, "weights": "none", "head": "linear", "image_size": size, "batch_size": 32,
+              "lr": 0.01, "epochs": epochs, "augment": False, "seed": 0, "strategy": "lp"}
+    walls: dict[str, list[float]] = {"on": [], "off": []}
+    for _, arm in abba(["off", "on"], repetitions):
+        os.environ["MEDTUNE_FEATURE_CACHE"] = "1" if arm == "on" else "0"
+        start = time.perf_counter()
+        with contextlib.redirect_stdout(io.StringIO()):
+            run_trial(config, data, LocalSession(Path(tempfile.mkdtemp(prefix="medtune-lpcache-"))))
+        walls[arm].append(time.perf_counter() - start)
+    os.environ.pop("MEDTUNE_FEATURE_CACHE")
+    return median(off / on for off, on in zip(walls["off"], walls["on"], strict=True))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--short", action="store_true")
+    parser.add_argument("--pairs", type=int, default=4, help="epoch pairs per case")
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+
+    import torch
+
+    from tuner.data import load_dataset
+
+    torch.set_num_threads(args.threads)
+    dataset = "breastmnist"
+    cases = CASES
+    if args.short:
+        dataset = _common.small_breastmnist(Path(tempfile.mkdtemp(prefix="medtune-bench-")))
+        cases, args.pairs = CASES[:2], 2
+    data = load_dataset(dataset)
+    note(f"lp_cache: {Path(dataset).name} ({len(data.train)} training images), batch 32, {args.threads} torch "
+         f"thread(s), {args.pairs} epoch pairs per case, A/B/B/A; {_common.machine()}")
+    for backbone, size, extra in cases:
+        label = f"{backbone}.{extra['strategy']}{extra.get('unfreeze', '')}"
+        result = epoch_ratios(data, backbone, size, extra, args.pairs)
+        note(f"{label} at {size} px: per-pair ratios {[round(r, 1) for r in result['ratios']]}, cache "
+             f"{result['nbytes'] / 2**20:.1f} MiB")
+        primary = extra["strategy"] == "lp"
+        figure(f"lp_cache.epoch_speedup.{label}", result["speedup"], ">= 10" if primary else "-",
+               result["speedup"] >= 10 if primary else None, fmt="{:.1f}",
+               what=f"recomputing epoch / cached epoch (train + validation), {backbone} {size} px")
+        figure(f"lp_cache.fill_cost_in_epochs.{label}", result["build_in_epochs"], fmt="{:.2f}",
+               what="one-time cache fill / one recomputing epoch")
+        figure(f"lp_cache.bit_identical.{label}", "yes" if result["identical"] else "NO", "yes", result["identical"],
+               what="cached and recomputing arms: same losses, accuracies and final weights, bit for bit")
+    if not args.short:
+        ratio = whole_trials(data, "resnet18", 28, epochs=10, repetitions=2)
+        figure("lp_cache.whole_trial_speedup.resnet18.lp", ratio, fmt="{:.1f}",
+               what="10-epoch lp trial through run_trial (checkpoints, test scoring): cache off / on")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,355 @@
+"""Overhead: one medtune trial under Ray Tune (MLflow logging, per-epoch checkpoints, test scoring) vs.
+a bare PyTorch loop doing the same training.
+
+Both arms train ResNet-18 on BreastMNIST through medtune's data pipeline (the same decoded arrays,
+transforms, batch size, shuffling generator), with SGD (Nesterov, momentum 0.9) on the same cosine
+schedule, one torch thread each (what a search gives a trial with ``--cpus-per-trial 1``):
+
+- ``medtune``: a real ``run_search`` over the ``quick`` space with every value pinned, grid search,
+  so exactly one trial: Ray started locally, the trial in a Ray worker, MLflow logging to a fresh
+  SQLite store, a checkpoint every epoch (model, optimizer, best model, test scores), the test split
+  scored whenever validation AUC improves.
+- ``bare``: plain torchvision ``resnet18(num_classes=2)``, a hand-written loop that trains, evaluates
+  validation AUC each epoch, keeps the best weights in memory, and scores the test split once at the
+  end. No Ray, no checkpoints, no MLflow.
+
+Each arm runs in a fresh interpreter (imports included), in A/B/B/A order. Figures:
+
+- end-to-end ratio: wall time of the medtune process / the bare process (a 10-epoch trial);
+- per-epoch ratio (wall): the trial's epochs 2..E (Tune's ``time_this_iter_s``) / the bare loop's;
+- per-epoch ratio (CPU): CPU seconds of epochs 2..E, the trial's Ray worker / the bare process, and
+  all of medtune's processes (worker, driver, Ray's daemons) / the bare process. On a shared machine
+  CPU time is what stays comparable between runs minutes apart: a single-threaded process's CPU
+  time hardly changes when others load the machine, its wall time does. The medtune driver reads
+  the worker's CPU time each time a new line appears in the trial's ``result.json``.
+- fixed cost: (medtune wall - its epochs) - (bare wall - its epochs), expressed in bare epochs.
+
+``--profile`` instead runs ``run_trial`` in-process with a ``LocalSession`` under cProfile and prints
+what each part of an epoch costs relative to its training pass, and checkpoint saving with vs.
+without zip checksums (the fix in tuner/training/checkpoint.py), interleaved.
+
+    python benchmarks/overhead.py            # 10 epochs, 2 repetitions
+    python benchmarks/overhead.py --profile  # where the per-epoch overhead goes
+    python benchmarks/overhead.py --short    # CI: 2 epochs on a 96-image subset, 1 repetition
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common  # noqa: E402
+from _common import REPO, abba, figure, last_json_line, median, note, run_python  # noqa: E402
+
+LR, SEED, MOMENTUM = 0.01, 0, 0.9
+
+
+def bare_arm(args: argparse.Namespace) -> dict:
+    """The hand-written loop; returns its per-epoch times."""
+    import numpy as np
+    import torch
+    from sklearn.metrics import roc_auc_score
+
+    from tuner._torchvision import torchvision
+    from tuner.data import ImageDataset, build_transform, load_dataset
+
+    torch.set_num_threads(args.threads)
+    data = load_dataset(args.dataset)
+    torch.manual_seed(SEED)
+    model = torchvision.models.resnet18(num_classes=2)
+    transform = build_transform(args.image_size, augment=False)
+    generator = torch.Generator().manual_seed(SEED)
+    train_set = ImageDataset(data.train, transform)
+    train_loader = torch.utils.data.DataLoader(train_set, batch_size=args.batch_size, shuffle=True,
+                                               generator=generator,
+                                               drop_last=len(train_set) % args.batch_size == 1)
+    val_loader, test_loader = (torch.utils.data.DataLoader(ImageDataset(split, transform),
+                                                           batch_size=max(args.batch_size, 128))
+                               for split in (data.val, data.test))
+    optimizer = torch.optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM, nesterov=True)
+    loss_fn = torch.nn.CrossEntropyLoss()
+
+    def scores(loader):
+        model.eval()
+        with torch.no_grad():
+            probs, labels = zip(*[(torch.softmax(model(x), 1)[:, 1], y) for x, y in loader], strict=True)
+        return torch.cat(labels).numpy(), torch.cat(probs).numpy()
+
+    epoch_times, epoch_cpu, best_auc, best_state = [], [], -1.0, None
+    for epoch in range(1, args.epochs + 1):
+        start, cpu = time.perf_counter(), time.process_time()
+        for group in optimizer.param_groups:
+            group["lr"] = LR * 0.5 * (1 + math.cos(math.pi * (epoch - 1) / args.epochs))
+        model.train()
+        for images, labels in train_loader:
+            loss = loss_fn(model(images), labels)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        labels, probs = scores(val_loader)
+        auc = roc_auc_score(labels, probs)
+        if auc > best_auc:
+            best_auc, best_state = auc, {k: v.detach().clone() for k, v in model.state_dict().items()}
+        epoch_times.append(time.perf_counter() - start)
+        epoch_cpu.append(time.process_time() - cpu)
+    model.load_state_dict(best_state)
+    labels, probs = scores(test_loader)
+    return {"epoch_times": epoch_times, "epoch_cpu": epoch_cpu, "best_val_auc": best_auc,
+            "test_auc": float(roc_auc_score(labels, probs)), "test_acc": float(np.mean((probs >= 0.5) == labels))}
+
+
+def medtune_arm(args: argparse.Namespace) -> dict:
+    """One real search with one trial; returns the trial's per-epoch times and the driver's phases."""
+    start = time.perf_counter()
+    import ray
+
+    from tuner.search import SearchRequest, run_search
+
+    imported = time.perf_counter()
+    ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
+    ray_ready = time.perf_counter()
+    storage = Path(tempfile.mkdtemp(prefix="medtune-overhead-"))
+    watcher = _EpochCpu(storage / "overhead")
+    watcher.start()
+    pins = {"head": "linear", "lr": LR, "seed": SEED, "epochs": args.epochs, "batch_size": args.batch_size,
+            "image_size": args.image_size, "momentum": MOMENTUM}
+    outcome = run_search(SearchRequest(space="quick", dataset=args.dataset, search="grid", pins=pins,
+                                       cpus_per_trial=args.threads, storage=str(storage), experiment="overhead"))
+    done = time.perf_counter()
+    watcher.stop()
+    rows = _common.tune_results(outcome.experiment_dir)
+    assert outcome.trials == 1 and outcome.errored == 0 and len(rows) == args.epochs, (outcome, len(rows))
+    ray.shutdown()
+    marks = watcher.marks
+    return {"epoch_times": [r["time_this_iter_s"] for r in rows],
+            "worker_epoch_cpu": [b[1] - a[1] for a, b in zip(marks, marks[1:], strict=False)],
+            "tree_epoch_cpu": [b[2] - a[2] for a, b in zip(marks, marks[1:], strict=False)],
+            "marks_seen": [m[0] for m in marks], "import_s": imported - start,
+            "ray_init_s": ray_ready - imported, "search_s": done - ray_ready,
+            "test_auc": rows[-1]["test_auc"], "best_val_auc": rows[-1]["best_val_auc"]}
+
+
+class _EpochCpu(threading.Thread):
+    """Each time the trial's result.json gains a line (an epoch reported), record the CPU seconds so far
+    of the trial's Ray worker and of this process with all its descendants (driver, Ray daemons,
+    workers)."""
+
+    def __init__(self, experiment_dir: Path) -> None:
+        super().__init__(daemon=True)
+        self.experiment_dir = experiment_dir
+        self.marks: list[tuple[int, float, float]] = []  # (lines, worker cpu, tree cpu)
+        self._stop_event = threading.Event()
+        self._cpu: dict[int, float] = {}  # last CPU seen per pid, so ended processes still count
+
+    def run(self) -> None:
+        import psutil
+
+        me, result_file, size, lines = psutil.Process(), None, 0, 0
+        while not self._stop_event.wait(0.05):
+            if result_file is None:
+                found = list(self.experiment_dir.glob("*/result.json"))
+                result_file = found[0] if found else None
+                continue
+            new_size = result_file.stat().st_size
+            if new_size == size:
+                continue
+            size, new_lines = new_size, result_file.read_bytes().count(b"\n")
+            if new_lines == lines:
+                continue
+            lines, worker = new_lines, 0.0
+            for proc in [me, *me.children(recursive=True)]:
+                try:
+                    times = proc.cpu_times()
+                    cpu = times.user + times.system
+                    if "ImplicitFunc" in " ".join(proc.cmdline()):
+                        worker += cpu
+                except psutil.Error:
+                    continue
+                self._cpu[proc.pid] = cpu
+            self.marks.append((lines, worker, sum(self._cpu.values())))
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        self.join()
+
+
+def compare(args: argparse.Namespace) -> None:
+    dataset = args.dataset
+    if args.short:
+        dataset = _common.small_breastmnist(Path(tempfile.mkdtemp(prefix="medtune-bench-")))
+    note(f"overhead: resnet18, {Path(dataset).name}, {args.image_size} px, batch {args.batch_size}, "
+         f"{args.epochs} epochs, {args.threads} torch thread(s), {args.repetitions} repetition(s) A/B/B/A; "
+         f"{_common.machine()}")
+    runs: dict[str, list[dict]] = {"bare": [], "medtune": []}
+    for rep, arm in abba(["medtune", "bare"], args.repetitions):
+        wall, stdout = run_python([str(Path(__file__).resolve()), "--arm", arm, "--dataset", dataset,
+                                   "--epochs", str(args.epochs), "--image-size", str(args.image_size),
+                                   "--batch-size", str(args.batch_size), "--threads", str(args.threads)],
+                                  env={"OMP_NUM_THREADS": str(args.threads)})
+        result = {**last_json_line(stdout), "wall_s": wall, "rep": rep}
+        runs[arm].append(result)
+        note(f"rep {rep} {arm:7s}: {json.dumps({k: _round(v) for k, v in result.items()})}")
+
+    pairs = list(zip(runs["medtune"], runs["bare"], strict=True))
+    end_to_end = median(m["wall_s"] / b["wall_s"] for m, b in pairs)
+    per_epoch = median(sum(m["epoch_times"][1:]) / sum(b["epoch_times"][1:]) for m, b in pairs)
+    first_epoch = median(m["epoch_times"][0] / b["epoch_times"][0] for m, b in pairs)
+    bare_epoch = [median(b["epoch_times"][1:]) for _, b in pairs]
+    fixed = median(((m["wall_s"] - sum(m["epoch_times"])) - (b["wall_s"] - sum(b["epoch_times"]))) / e
+                   for (m, b), e in zip(pairs, bare_epoch, strict=True))
+    ray_init = median(m["ray_init_s"] / e for (m, _), e in zip(pairs, bare_epoch, strict=True))
+    steady = args.epochs - 1
+    figure("overhead.end_to_end_ratio", end_to_end, "<= 1.05", end_to_end <= 1.05,
+           f"wall of a {args.epochs}-epoch medtune trial (Ray start, search, MLflow) / the bare loop's process")
+    figure("overhead.per_epoch_ratio", per_epoch, "<= 1.05", per_epoch <= 1.05,
+           f"medtune epochs 2..{args.epochs} (train, val, test scoring, checkpoint, report) / bare epochs 2.."
+           f"{args.epochs} (train, val)" if steady else "n/a with 1 epoch")
+    cpu_pairs = [(m, b) for m, b in pairs if len(m["worker_epoch_cpu"]) == args.epochs - 1]
+    if steady and cpu_pairs:
+        worker_cpu = median(sum(m["worker_epoch_cpu"]) / sum(b["epoch_cpu"][1:]) for m, b in cpu_pairs)
+        tree_cpu = median(sum(m["tree_epoch_cpu"]) / sum(b["epoch_cpu"][1:]) for m, b in cpu_pairs)
+        figure("overhead.per_epoch_cpu_ratio_worker", worker_cpu, "<= 1.05", worker_cpu <= 1.05,
+               f"CPU seconds of epochs 2..{args.epochs}: the trial's Ray worker / the bare process")
+        figure("overhead.per_epoch_cpu_ratio_all", tree_cpu, what=f"CPU seconds of epochs 2..{args.epochs}: all "
+               "medtune processes (worker, driver with Tune and MLflow, Ray daemons) / the bare process")
+    figure("overhead.first_epoch_ratio", first_epoch, what="medtune epoch 1 (incl. model build) / bare epoch 1")
+    figure("overhead.fixed_cost_in_bare_epochs", fixed, fmt="{:.1f}",
+           what="(medtune wall - its epochs) - (bare wall - its epochs), in bare epochs: Ray + MLflow start-up")
+    figure("overhead.ray_init_in_bare_epochs", ray_init, fmt="{:.1f}", what="ray.init() alone, in bare epochs")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"args": vars(args), "runs": runs}, indent=1))
+
+
+def profile(args: argparse.Namespace) -> None:
+    """run_trial in this process with a LocalSession, each part of the epoch timed; then checkpoint
+    saving with and without zip checksums, interleaved."""
+    import contextlib
+    import io
+
+    import torch
+
+    from tuner.data import load_dataset
+    from tuner.training import checkpoint as checkpoint_module
+    from tuner.training import trial as trial_module
+    from tuner.training.session import LocalSession
+
+    torch.set_num_threads(args.threads)
+    data = load_dataset(args.dataset)
+    spent: dict[str, float] = {}
+
+    def timed(name, function, bucket=None):
+        def wrapper(*a, **k):
+            start = time.perf_counter()
+            try:
+                return function(*a, **k)
+            finally:
+                key = bucket(*a, **k) if bucket else name
+                spent[key] = spent.get(key, 0.0) + time.perf_counter() - start
+        return wrapper
+
+    def split_of(model, loader, *rest):
+        return "validation pass" if len(loader.dataset) == len(data.val) else "test scoring"
+
+    patches = {"train_one_epoch": timed("training pass", trial_module.train_one_epoch),
+               "evaluate": timed("", trial_module.evaluate, split_of),
+               "_prefixed": timed("metrics (sklearn)", trial_module._prefixed),
+               "_cpu_state": timed("best-model copy", trial_module._cpu_state),
+               "save_checkpoint": timed("checkpoint save", trial_module.save_checkpoint)}
+    originals = {name: getattr(trial_module, name) for name in patches}
+    session = LocalSession(Path(tempfile.mkdtemp(prefix="medtune-profile-")))
+    session.report = timed("checkpoint copy (LocalSession; Tune copies the same files)", session.report)
+    config = {"backbone": "resnet18", "weights": "none", "head": "linear", "strategy": "ft", "optimizer": "sgd",
+              "lr": LR, "momentum": MOMENTUM, "seed": SEED, "epochs": args.epochs, "batch_size": args.batch_size,
+              "image_size": args.image_size, "augment": False}
+    for name, patched in patches.items():
+        setattr(trial_module, name, patched)
+    try:
+        start = time.perf_counter()
+        with contextlib.redirect_stdout(io.StringIO()):
+            trial_module.run_trial(config, data, session)
+        total = time.perf_counter() - start
+    finally:
+        for name, original in originals.items():
+            setattr(trial_module, name, original)
+    train = spent["training pass"]
+    note(f"profile: {args.epochs} epochs of run_trial in-process, {total:.1f} s; shares of the training pass's time:")
+    keys = {"validation pass": "val_pass", "test scoring": "test_scoring", "metrics (sklearn)": "metrics",
+            "best-model copy": "best_copy", "checkpoint save": "checkpoint_save"}
+    for name, value in sorted(spent.items(), key=lambda kv: -kv[1]):
+        if name != "training pass":
+            key = keys.get(name, "checkpoint_copy")
+            figure(f"overhead.profile.{key}_fraction", value / train, what=f"{name} / training pass, whole trial")
+    other = total - sum(spent.values())
+    figure("overhead.profile.other_fraction", other / train, what="the rest of run_trial (model build, loaders, ...)")
+
+    model = trial_module.build_classifier(backbone="resnet18", weights="none", head="linear", num_outputs=2)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    model(torch.randn(4, 3, 28, 28)).sum().backward()
+    optimizer.step()  # momentum buffers, as in a real checkpoint
+    state = trial_module._cpu_state(model)
+    with_crc: list[float] = []
+    without_crc: list[float] = []
+    for _, arm in abba(["crc", "no crc"], 6):
+        folder = Path(tempfile.mkdtemp(prefix="medtune-save-"))
+        context = contextlib.nullcontext if arm == "crc" else checkpoint_module._without_crc32
+        original = checkpoint_module._without_crc32
+        checkpoint_module._without_crc32 = context
+        try:
+            start = time.perf_counter()
+            checkpoint_module.save_checkpoint(folder, model=model, optimizer=optimizer,
+                                              loader_generator=torch.Generator(), progress=checkpoint_module.Progress(),
+                                              best_model=state, test_scores=None)
+            (with_crc if arm == "crc" else without_crc).append(time.perf_counter() - start)
+        finally:
+            checkpoint_module._without_crc32 = original
+        for file in folder.iterdir():
+            file.unlink()
+        folder.rmdir()
+    ratio = median(a / b for a, b in zip(with_crc, without_crc, strict=True))
+    figure("overhead.profile.save_with_crc_vs_without", ratio, fmt="{:.2f}",
+           what="save_checkpoint (model + SGD momentum + best model) with zip CRC32 / without (the fix)")
+
+
+def _round(value):
+    if isinstance(value, float):
+        return round(value, 3)
+    if isinstance(value, list):
+        return [_round(v) for v in value]
+    return value
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--short", action="store_true", help="CI form: 2 epochs on a small subset, 1 repetition")
+    parser.add_argument("--arm", choices=["bare", "medtune"], help=argparse.SUPPRESS)
+    parser.add_argument("--dataset", default="breastmnist")
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--image-size", type=int, default=28)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--repetitions", type=int, default=2)
+    parser.add_argument("--json", help="write every run's raw timings here")
+    parser.add_argument("--profile", action="store_true", help="in-process breakdown of the per-epoch overhead")
+    args = parser.parse_args()
+    if args.arm:
+        result = bare_arm(args) if args.arm == "bare" else medtune_arm(args)
+        print("RESULT " + json.dumps(result), flush=True)
+        return
+    if args.profile:
+        profile(args)
+        return
+    if args.short:
+        args.epochs, args.repetitions = 2, 1
+    compare(args)
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(REPO))
+    main()
