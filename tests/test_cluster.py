@@ -63,7 +63,10 @@ def test_job_submit_packs_quarter_gpu_trials_on_two_nodes(cluster, mlflow_on_pos
                                 "MLFLOW_TRACKING_PASSWORD": SECRET,
                                 # Tune keeps one trial pending at a time under a searcher: let it fill the
                                 # cluster at once instead of one trial per scheduling step.
-                                "TUNE_MAX_PENDING_TRIALS_PG": "8"}}
+                                "TUNE_MAX_PENDING_TRIALS_PG": "8",
+                                # A finished head trial's process must not take over a trial that Ray
+                                # placed on the (slower to start) worker node.
+                                "MEDTUNE_REUSE_ACTORS": "0"}}
     done = cluster.submit(
         ["--working-dir", str(REPO), "--runtime-env-json", json.dumps(runtime_env), "--",
          sys.executable, "-m", "tuner", "tune", "--space", "quick", "--dataset", "breastmnist",

@@ -250,7 +250,8 @@ def _new_tuner(request: SearchRequest, configs: list[dict[str, Any]], trainable:
                                     trial_dirname_creator=_trial_name,
                                     # A new trial reuses a finished trial's worker process: no second
                                     # torch import and model-code load (halves a small search's time).
-                                    reuse_actors=True),
+                                    # MEDTUNE_REUSE_ACTORS=0 keeps each trial on the node Ray placed it.
+                                    reuse_actors=os.environ.get("MEDTUNE_REUSE_ACTORS", "1") != "0"),
         run_config=tune.RunConfig(
             name=name, storage_path=str(storage), callbacks=[logger],
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
