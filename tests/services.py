@@ -1,7 +1,7 @@
 """Real services for the cluster and fault-tolerance tests, all on this machine and all stopped by the
-test that started them (HTTP endpoints on 127.0.0.1): a Ray cluster of several nodes (each `ray start --block` in its own process
-group and its own --temp-dir, advertising GPUs the machine does not have), a PostgreSQL server in a
-temporary folder, and an MLflow tracking server on it."""
+test that started them (HTTP endpoints on 127.0.0.1): a Ray cluster of several nodes (each
+`ray start --block` in its own process group and its own --temp-dir, advertising GPUs the machine does
+not have), a PostgreSQL server in a temporary folder, and an MLflow tracking server on it."""
 
 from __future__ import annotations
 
