@@ -12,6 +12,9 @@ schedule, one torch thread each (what a search gives a trial with ``--cpus-per-t
 - ``bare``: plain torchvision ``resnet18(num_classes=2)``, a hand-written loop that trains, evaluates
   validation AUC each epoch, keeps the best weights in memory, and scores the test split once at the
   end. No Ray, no checkpoints, no MLflow.
+- ``tune-bare`` (not in ``--short``): the same hand-written loop as a Ray Tune function trainable that
+  reports an epoch number each epoch, nothing else: it separates what Ray and Tune cost by themselves
+  from what medtune's trial adds (checkpoints, test scoring, MLflow).
 
 Each arm runs in a fresh interpreter (imports included), in A/B/B/A order. Figures:
 
@@ -52,16 +55,51 @@ LR, SEED, MOMENTUM = 0.01, 0, 0.9
 
 
 def bare_arm(args: argparse.Namespace) -> dict:
-    """The hand-written loop; returns its per-epoch times."""
+    """The hand-written loop in this process."""
+    import torch
+
+    from tuner.data import load_dataset
+
+    torch.set_num_threads(args.threads)
+    return bare_loop(vars(args), load_dataset(args.dataset))
+
+
+def tune_bare_arm(args: argparse.Namespace) -> dict:
+    """The same hand-written loop as a Ray Tune function trainable that reports each epoch (no
+    checkpoint, no MLflow, no medtune code around it): what Ray and Tune cost by themselves."""
+    import ray
+    from ray import tune
+
+    from tuner.data import load_dataset
+
+    ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
+    data = load_dataset(args.dataset)
+    storage = tempfile.mkdtemp(prefix="medtune-overhead-tune-")
+    results = tune.Tuner(tune.with_resources(tune.with_parameters(_bare_trainable, data=data), {"cpu": args.threads}),
+                         param_space=vars(args), tune_config=tune.TuneConfig(num_samples=1),
+                         run_config=tune.RunConfig(storage_path=storage, verbose=0)).fit()
+    result = json.loads(results[0].metrics["bare"])
+    ray.shutdown()
+    return result
+
+
+def _bare_trainable(config: dict, data) -> None:
+    from ray import tune
+
+    result = bare_loop(config, data, report=lambda epoch: tune.report({"epoch": epoch}))
+    tune.report({"epoch": config["epochs"] + 1, "bare": json.dumps(result)})
+
+
+def bare_loop(args: dict, data, report=None) -> dict:
+    """Train, validate each epoch, keep the best weights in memory, score the test split once."""
     import numpy as np
     import torch
     from sklearn.metrics import roc_auc_score
 
     from tuner._torchvision import torchvision
-    from tuner.data import ImageDataset, build_transform, load_dataset
+    from tuner.data import ImageDataset, build_transform
 
-    torch.set_num_threads(args.threads)
-    data = load_dataset(args.dataset)
+    args = argparse.Namespace(**args)
     torch.manual_seed(SEED)
     model = torchvision.models.resnet18(num_classes=2)
     transform = build_transform(args.image_size, augment=False)
@@ -99,6 +137,8 @@ def bare_arm(args: argparse.Namespace) -> dict:
             best_auc, best_state = auc, {k: v.detach().clone() for k, v in model.state_dict().items()}
         epoch_times.append(time.perf_counter() - start)
         epoch_cpu.append(time.process_time() - cpu)
+        if report is not None:
+            report(epoch)
     model.load_state_dict(best_state)
     labels, probs = scores(test_loader)
     return {"epoch_times": epoch_times, "epoch_cpu": epoch_cpu, "best_val_auc": best_auc,
@@ -127,11 +167,11 @@ def medtune_arm(args: argparse.Namespace) -> dict:
     rows = _common.tune_results(outcome.experiment_dir)
     assert outcome.trials == 1 and outcome.errored == 0 and len(rows) == args.epochs, (outcome, len(rows))
     ray.shutdown()
-    marks = watcher.marks
-    return {"epoch_times": [r["time_this_iter_s"] for r in rows],
-            "worker_epoch_cpu": [b[1] - a[1] for a, b in zip(marks, marks[1:], strict=False)],
-            "tree_epoch_cpu": [b[2] - a[2] for a, b in zip(marks, marks[1:], strict=False)],
-            "marks_seen": [m[0] for m in marks], "import_s": imported - start,
+    # CPU between the first and the last epoch the watcher saw: the epochs after the first mark's, up to the
+    # last mark's (when the driver lags, two epochs' lines can land at once: only the span is reliable).
+    first, last = (watcher.marks[0], watcher.marks[-1]) if watcher.marks else ((0, 0.0, 0.0), (0, 0.0, 0.0))
+    return {"epoch_times": [r["time_this_iter_s"] for r in rows], "cpu_epochs": [first[0], last[0]],
+            "worker_cpu": last[1] - first[1], "tree_cpu": last[2] - first[2], "import_s": imported - start,
             "ray_init_s": ray_ready - imported, "search_s": done - ray_ready,
             "test_auc": rows[-1]["test_auc"], "best_val_auc": rows[-1]["best_val_auc"]}
 
@@ -184,44 +224,65 @@ def compare(args: argparse.Namespace) -> None:
     dataset = args.dataset
     if args.short:
         dataset = _common.small_breastmnist(Path(tempfile.mkdtemp(prefix="medtune-bench-")))
+    arms = ["medtune", "bare"] if args.short else ["medtune", "tune-bare", "bare"]
     note(f"overhead: resnet18, {Path(dataset).name}, {args.image_size} px, batch {args.batch_size}, "
-         f"{args.epochs} epochs, {args.threads} torch thread(s), {args.repetitions} repetition(s) A/B/B/A; "
-         f"{_common.machine()}")
-    runs: dict[str, list[dict]] = {"bare": [], "medtune": []}
-    for rep, arm in abba(["medtune", "bare"], args.repetitions):
+         f"{args.epochs} epochs, {args.threads} torch thread(s), {args.repetitions} repetition(s) of "
+         f"{'/'.join(arms)}, order reversed every other repetition; {_common.machine()}")
+    runs: dict[str, list[dict]] = {arm: [] for arm in arms}
+    for rep, arm in abba(arms, args.repetitions):
         wall, stdout = run_python([str(Path(__file__).resolve()), "--arm", arm, "--dataset", dataset,
                                    "--epochs", str(args.epochs), "--image-size", str(args.image_size),
                                    "--batch-size", str(args.batch_size), "--threads", str(args.threads)],
                                   env={"OMP_NUM_THREADS": str(args.threads)})
         result = {**last_json_line(stdout), "wall_s": wall, "rep": rep}
         runs[arm].append(result)
-        note(f"rep {rep} {arm:7s}: {json.dumps({k: _round(v) for k, v in result.items()})}")
+        note(f"rep {rep} {arm:9s}: {json.dumps({k: _round(v) for k, v in result.items()})}")
+
+    def steady(run: dict, key: str, span: list[int] | None = None) -> float:
+        """Sum over epochs 2..E, or over the epochs after span[0] up to span[1]."""
+        first, last = span or (1, args.epochs)
+        return sum(run[key][first:last])
 
     pairs = list(zip(runs["medtune"], runs["bare"], strict=True))
     end_to_end = median(m["wall_s"] / b["wall_s"] for m, b in pairs)
-    per_epoch = median(sum(m["epoch_times"][1:]) / sum(b["epoch_times"][1:]) for m, b in pairs)
+    per_epoch = median(steady(m, "epoch_times") / steady(b, "epoch_times") for m, b in pairs)
     first_epoch = median(m["epoch_times"][0] / b["epoch_times"][0] for m, b in pairs)
     bare_epoch = [median(b["epoch_times"][1:]) for _, b in pairs]
     fixed = median(((m["wall_s"] - sum(m["epoch_times"])) - (b["wall_s"] - sum(b["epoch_times"]))) / e
                    for (m, b), e in zip(pairs, bare_epoch, strict=True))
     ray_init = median(m["ray_init_s"] / e for (m, _), e in zip(pairs, bare_epoch, strict=True))
-    steady = args.epochs - 1
+    epochs = f"epochs 2..{args.epochs}"
     figure("overhead.end_to_end_ratio", end_to_end, "<= 1.05", end_to_end <= 1.05,
            f"wall of a {args.epochs}-epoch medtune trial (Ray start, search, MLflow) / the bare loop's process")
     figure("overhead.per_epoch_ratio", per_epoch, "<= 1.05", per_epoch <= 1.05,
-           f"medtune epochs 2..{args.epochs} (train, val, test scoring, checkpoint, report) / bare epochs 2.."
-           f"{args.epochs} (train, val)" if steady else "n/a with 1 epoch")
-    cpu_pairs = [(m, b) for m, b in pairs if len(m["worker_epoch_cpu"]) == args.epochs - 1]
-    if steady and cpu_pairs:
-        worker_cpu = median(sum(m["worker_epoch_cpu"]) / sum(b["epoch_cpu"][1:]) for m, b in cpu_pairs)
-        tree_cpu = median(sum(m["tree_epoch_cpu"]) / sum(b["epoch_cpu"][1:]) for m, b in cpu_pairs)
+           f"wall of medtune {epochs} (train, val, test scoring, checkpoint, report) / bare {epochs} (train, val)")
+    # The watcher may miss the last epoch's line (written as the search ends): compare as many epochs as it saw.
+    cpu = [(m, b) for m, b in pairs if m["cpu_epochs"][1] > m["cpu_epochs"][0]]
+    if cpu:
+        worker_cpu = median(m["worker_cpu"] / steady(b, "epoch_cpu", m["cpu_epochs"]) for m, b in cpu)
+        tree_cpu = median(m["tree_cpu"] / steady(b, "epoch_cpu", m["cpu_epochs"]) for m, b in cpu)
         figure("overhead.per_epoch_cpu_ratio_worker", worker_cpu, "<= 1.05", worker_cpu <= 1.05,
-               f"CPU seconds of epochs 2..{args.epochs}: the trial's Ray worker / the bare process")
-        figure("overhead.per_epoch_cpu_ratio_all", tree_cpu, what=f"CPU seconds of epochs 2..{args.epochs}: all "
-               "medtune processes (worker, driver with Tune and MLflow, Ray daemons) / the bare process")
+               "CPU seconds of the epochs after the first: the trial's Ray worker / the bare process")
+        figure("overhead.per_epoch_cpu_ratio_all", tree_cpu, what=f"CPU seconds of {epochs}: all medtune "
+               "processes (worker, driver with Tune and MLflow, Ray daemons) / the bare process")
+    if "tune-bare" in runs:
+        triples = list(zip(runs["medtune"], runs["tune-bare"], runs["bare"], strict=True))
+        ray_share = median(steady(t, "epoch_times") / steady(b, "epoch_times") for _, t, b in triples)
+        ours = median(steady(m, "epoch_times") / steady(t, "epoch_times") for m, t, _ in triples)
+        ray_cpu = median(steady(t, "epoch_cpu") / steady(b, "epoch_cpu") for _, t, b in triples)
+        ours_cpu = median(m["worker_cpu"] / steady(t, "epoch_cpu", m["cpu_epochs"])
+                          for m, t, _ in triples if m["cpu_epochs"][1] > m["cpu_epochs"][0])
+        figure("overhead.per_epoch_ratio_ray_alone", ray_share,
+               what=f"wall of {epochs}: the bare loop as a Tune trainable (reports, no checkpoint) / the bare process")
+        figure("overhead.per_epoch_ratio_medtune_over_tune", ours,
+               what=f"wall of {epochs}: medtune's trial / the bare loop as a Tune trainable (medtune's own share)")
+        figure("overhead.per_epoch_cpu_ratio_ray_alone", ray_cpu,
+               what=f"CPU of {epochs}: the bare loop's Ray worker / the bare process")
+        figure("overhead.per_epoch_cpu_ratio_medtune_over_tune", ours_cpu,
+               what=f"CPU of {epochs}: medtune's trial worker / the bare loop's Ray worker")
     figure("overhead.first_epoch_ratio", first_epoch, what="medtune epoch 1 (incl. model build) / bare epoch 1")
     figure("overhead.fixed_cost_in_bare_epochs", fixed, fmt="{:.1f}",
-           what="(medtune wall - its epochs) - (bare wall - its epochs), in bare epochs: Ray + MLflow start-up")
+           what="(medtune wall - its epochs) - (bare wall - its epochs), in bare epochs: imports, Ray, MLflow start-up")
     figure("overhead.ray_init_in_bare_epochs", ray_init, fmt="{:.1f}", what="ray.init() alone, in bare epochs")
     if args.json:
         Path(args.json).write_text(json.dumps({"args": vars(args), "runs": runs}, indent=1))
@@ -328,7 +389,7 @@ def _round(value):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--short", action="store_true", help="CI form: 2 epochs on a small subset, 1 repetition")
-    parser.add_argument("--arm", choices=["bare", "medtune"], help=argparse.SUPPRESS)
+    parser.add_argument("--arm", choices=["bare", "tune-bare", "medtune"], help=argparse.SUPPRESS)
     parser.add_argument("--dataset", default="breastmnist")
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--image-size", type=int, default=28)
@@ -339,7 +400,7 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true", help="in-process breakdown of the per-epoch overhead")
     args = parser.parse_args()
     if args.arm:
-        result = bare_arm(args) if args.arm == "bare" else medtune_arm(args)
+        result = {"bare": bare_arm, "tune-bare": tune_bare_arm, "medtune": medtune_arm}[args.arm](args)
         print("RESULT " + json.dumps(result), flush=True)
         return
     if args.profile:

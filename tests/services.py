@@ -98,11 +98,20 @@ class RayCluster:
                              "--dashboard-port", str(self.dashboard_port), "--num-cpus", str(cpus),
                              "--num-gpus", str(gpus), "--ray-client-server-port", str(free_port())])
         wait_for(self._dashboard_up, 120, "the Ray head's dashboard")
+        # The dashboard answers before the state API lists the head: wait for the head itself.
+        wait_for(lambda: any(n.get("is_head_node") for n in self.alive_nodes()), 120, "the head node to be listed")
 
-    def start_worker(self, name: str, cpus: float, gpus: float) -> None:
-        before = len(self.alive_nodes())
+    def start_worker(self, name: str, cpus: float, gpus: float) -> str:
+        """Start a worker node and return its node id, once the cluster lists it as alive."""
+        known = {n["node_id"] for n in self.alive_nodes()}
         self._start(name, ["--address", self.address, "--num-cpus", str(cpus), "--num-gpus", str(gpus)])
-        wait_for(lambda: len(self.alive_nodes()) > before, 120, f"worker node {name} to join")
+
+        def new_worker() -> str | None:
+            nodes = self.alive_nodes()
+            joined = [n["node_id"] for n in nodes if n["node_id"] not in known and not n.get("is_head_node")]
+            return joined[0] if joined else None
+
+        return wait_for(new_worker, 120, f"worker node {name} to join")
 
     def _dashboard_up(self) -> bool:
         try:

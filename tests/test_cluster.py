@@ -101,8 +101,7 @@ def test_job_submit_packs_quarter_gpu_trials_on_two_nodes(cluster, mlflow_on_pos
 
 def test_worker_node_killed_mid_trial_is_retried_from_its_checkpoint(cluster, small_npz, tmp_path):
     cluster.start_head(cpus=1, gpus=0)
-    cluster.start_worker("worker", cpus=1, gpus=0)
-    worker_id = next(n["node_id"] for n in cluster.alive_nodes() if not n.get("is_head_node"))
+    worker_id = cluster.start_worker("worker", cpus=1, gpus=0)
     storage = tmp_path / "storage"
     log = open(tmp_path / "driver.log", "w")  # noqa: SIM115
     driver = subprocess.Popen(
