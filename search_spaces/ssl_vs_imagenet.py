@@ -57,14 +57,17 @@ def weights_arms(backbone: str) -> list[str]:
         note(f"ssl_vs_imagenet: no SSL encoder given, so the ssl arm is skipped. Pretrain one (medtune pretrain "
              f"--backbone {backbone} ...) and set ${SSL_ENCODER_ENV} to its encoder.pt (or MLflow run id), or pass "
              "--set \"weights=['ssl:/path/encoder.pt','none']\".")
-    path = imagenet_file(get_backbone(backbone))
-    if path.is_file():
+    spec = get_backbone(backbone)
+    path = imagenet_file(spec) if spec.imagenet_weights is not None else None
+    if path is None:
+        note(f"ssl_vs_imagenet: the ImageNet arm is skipped: no ImageNet weights exist for {backbone}.")
+    elif path.is_file():
         arms.append("imagenet")
     else:
         runs_as = " vs ".join(["ssl"] * bool(encoder) + ["none"])
         note(f"ssl_vs_imagenet: the ImageNet arm is skipped: ImageNet weights for {backbone} are not on this "
              f"machine ({path} does not exist), so the study runs as {runs_as}. To include it, put {path.name} "
-             f"(from {get_backbone(backbone).imagenet_weights.url}) there, or name the arms yourself with "
+             f"(from {spec.imagenet_weights.url}) there, or name the arms yourself with "
              "--set \"weights=[...,'imagenet']\" to have it downloaded.")
     arms.append("none")
     return arms

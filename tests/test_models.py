@@ -177,3 +177,30 @@ def test_radimagenet_missing_file_says_where(tmp_path, monkeypatch):
         build_classifier(backbone="resnet50", weights="radimagenet", head="linear", num_outputs=2)
     with pytest.raises(ConfigError, match="no weights for resnet18"):
         build_classifier(backbone="resnet18", weights="radimagenet", head="linear", num_outputs=2)
+
+
+def test_small_input_resnets_keep_the_resolution_of_28px_images():
+    """MedMNIST's 28 px ResNet: a 3x3 stride-1 stem and no max-pool, so layer1 sees 28x28 maps (torchvision's
+    stem leaves 7x7) and layer4 4x4 (instead of 1x1)."""
+    sizes = {}
+    for name in ("resnet18", "resnet18_small", "resnet50_small"):
+        model = build_classifier(backbone=name, weights="none", head="conv", num_outputs=2, kernel_size=3)
+        seen = {}
+        for layer in ("layer1", "layer4"):
+            model.trunk.get_submodule(layer).register_forward_hook(
+                lambda _module, _inputs, output, layer=layer, seen=seen: seen.__setitem__(layer, output.shape[-2:]))
+        assert model.eval()(torch.zeros(2, 3, 28, 28)).shape == (2, 2)
+        sizes[name] = seen
+        if name.endswith("_small"):
+            assert model.trunk.conv1.kernel_size == (3, 3) and model.trunk.conv1.stride == (1, 1)
+            assert isinstance(model.trunk.maxpool, nn.Identity)
+    sizes = {name: {layer: tuple(size) for layer, size in seen.items()} for name, seen in sizes.items()}
+    assert sizes["resnet18"] == {"layer1": (7, 7), "layer4": (1, 1)}
+    assert sizes["resnet18_small"] == sizes["resnet50_small"] == {"layer1": (28, 28), "layer4": (4, 4)}
+
+
+def test_small_input_resnets_refuse_imagenet_and_radimagenet_weights():
+    with pytest.raises(ConfigError, match="no ImageNet weights exist for resnet18_small.*resnet18 for ImageNet"):
+        build_classifier(backbone="resnet18_small", weights="imagenet", head="linear", num_outputs=2)
+    with pytest.raises(ConfigError, match="RadImageNet publishes no weights for resnet50_small"):
+        build_classifier(backbone="resnet50_small", weights="radimagenet", head="linear", num_outputs=2)

@@ -5,6 +5,13 @@ ResNets: stem (conv1 + bn1), layer1..layer4. DenseNet-121: stem, each dense bloc
 after it (the last with the final norm). VGG-19: its five conv stages (between max-pools), and fc6+fc7
 as a sixth. ConvNeXt-Tiny, EfficientNet-B0, MobileNetV3-Large: stem, then their stages in four groups.
 
+``resnet18_small`` and ``resnet50_small`` are the ResNets MedMNIST v2 trains on its 28 px images (its
+"ResNet-18 (28)" baseline): a 3x3 stride-1 stem conv and no max-pool, so a 28 px image keeps 28x28 maps
+in layer1 instead of torchvision's 7x7 (and layer4 4x4 instead of 1x1). The rest is torchvision's
+ResNet, with the same layer groups. No ImageNet or RadImageNet weights exist for that stem: they train
+from scratch or from an in-domain encoder (``weights=ssl:...``). They cost about 16x the compute of the
+ImageNet stem per image at the same input size.
+
 ``paper`` groupings are the blocks of the fine-tuning-strategies paper (arXiv 2023, "Comparison of
 fine-tuning strategies for transfer learning in medical image classification"), which states only the
 counts: ResNet-50 in 6, DenseNet-121 in 9, VGG-19 in 6. We take the parameter-bearing children of
@@ -15,6 +22,10 @@ fc6+fc7 (6, the same as its stages grouping).
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+
+from torch import nn
 
 from tuner._torchvision import torchvision
 from tuner.models.registry import BackboneSpec, LayerGroups, register_backbone
@@ -42,6 +53,25 @@ register_backbone(BackboneSpec(
     feature_dim=2048, classifier_attr="fc", groupings={"stages": _RESNET_STAGES, "paper": _RESNET_PAPER},
     foreign_prefixes=_RESNET_RADIMAGENET_PREFIXES, radimagenet_file="ResNet50.pt",
 ))
+
+
+def _small_input_stem(build_resnet: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+    """A torchvision ResNet builder whose stem keeps the input's resolution (3x3 conv, stride 1, no max-pool)."""
+
+    def build(**kwargs) -> nn.Module:
+        model = build_resnet(**kwargs)
+        model.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
+        model.maxpool = nn.Identity()
+        return model
+
+    return build
+
+
+for _name, _build, _dim in (("resnet18_small", models.resnet18, 512), ("resnet50_small", models.resnet50, 2048)):
+    register_backbone(BackboneSpec(
+        name=_name, build=_small_input_stem(_build), imagenet_weights=None, feature_dim=_dim, classifier_attr="fc",
+        groupings={"stages": _RESNET_STAGES, "paper": _RESNET_PAPER}, min_image_size=8,
+    ))
 
 _DENSE = "features."
 register_backbone(BackboneSpec(

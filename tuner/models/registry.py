@@ -43,7 +43,7 @@ class BackboneSpec:
 
     name: str
     build: Callable[..., nn.Module]  # torchvision builder, called with weights=None
-    imagenet_weights: object  # the torchvision weights enum member medtune calls "imagenet"
+    imagenet_weights: object | None  # the torchvision weights enum member medtune calls "imagenet", if any
     feature_dim: int  # length of the feature vector the head receives
     classifier_attr: str  # path of the torchvision module that the head replaces
     groupings: Mapping[str, LayerGroups]

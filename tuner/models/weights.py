@@ -41,6 +41,10 @@ def weights_file(spec: BackboneSpec, weights: str) -> Path | None:
     if weights == "none":
         return None
     if weights == "imagenet":
+        if spec.imagenet_weights is None:
+            raise ConfigError(f"no ImageNet weights exist for {spec.name} (its stem differs from the ImageNet "
+                              f"models'); use weights=none or ssl:<encoder>, or {spec.name.removesuffix('_small')} "
+                              "for ImageNet transfer.")
         path = imagenet_file(spec)
         if not path.is_file():
             _download_imagenet(spec, path)
