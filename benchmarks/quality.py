@@ -42,6 +42,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--short", action="store_true")
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--first-seed", type=int, default=0, help="seeds run from here (to finish an interrupted run)")
     parser.add_argument("--num-samples", type=int, default=8)
     parser.add_argument("--epochs", type=int, default=None, help="pin the epoch budget (default: the space's)")
     parser.add_argument("--grace-period", type=int, default=4)
@@ -72,7 +73,7 @@ def main() -> None:
          f"{args.num_samples} trials, "
          f"ASHA grace {args.grace_period} reduction {args.reduction_factor}; storage {storage}; {_common.machine()}")
     results = []
-    for seed in range(args.seeds):
+    for seed in range(args.first_seed, args.first_seed + args.seeds):
         start = time.perf_counter()
         outcome = run_search(SearchRequest(space="breast_quality", dataset=dataset, search="optuna", seed=seed,
                                            num_samples=args.num_samples, max_epochs=args.epochs,

@@ -100,16 +100,18 @@ def test_job_submit_packs_quarter_gpu_trials_on_two_nodes(cluster, mlflow_on_pos
 
 
 def test_worker_node_killed_mid_trial_is_retried_from_its_checkpoint(cluster, small_npz, tmp_path):
+    max_epochs = 16  # an epoch here takes under a second: enough of them that the kill lands mid-trial
     cluster.start_head(cpus=1, gpus=0)
     worker_id = cluster.start_worker("worker", cpus=1, gpus=0)
     storage = tmp_path / "storage"
     log = open(tmp_path / "driver.log", "w")  # noqa: SIM115
     driver = subprocess.Popen(
         [sys.executable, "-m", "tuner", "tune", "--space", "quick", "--dataset", str(small_npz), "--num-samples",
-         "2", "--max-epochs", "8", "--grace-period", "8", "--cpus-per-trial", "1", "--storage", str(storage),
-         "--experiment", "failover"],
-        env={**ray_env(), "RAY_ADDRESS": cluster.address}, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
-        start_new_session=True)
+         "2", "--max-epochs", str(max_epochs), "--grace-period", str(max_epochs), "--cpus-per-trial", "1", "--storage",
+         str(storage), "--experiment", "failover"],
+        # Without actor reuse the head's freed actor cannot take the trial Ray placed on the (slower) worker.
+        env={**ray_env(), "RAY_ADDRESS": cluster.address, "MEDTUNE_REUSE_ACTORS": "0"}, cwd=REPO, stdout=log,
+        stderr=subprocess.STDOUT, start_new_session=True)
     try:
         def worker_trial_progressed():
             if not (storage / "failover").is_dir():
@@ -131,7 +133,7 @@ def test_worker_node_killed_mid_trial_is_retried_from_its_checkpoint(cluster, sm
     epochs = [line["epoch"] for line in lines]
     on_worker = [line["epoch"] for line in lines if line["node_id"] == worker_id]
     after = [line["epoch"] for line in lines if line["node_id"] != worker_id]
-    assert epochs[-1] == 8 and on_worker and after, epochs
+    assert epochs[-1] == max_epochs and on_worker and after, epochs
     assert 1 < after[0] <= on_worker[-1] + 1, f"not resumed from its checkpoint: {epochs}"
     from ray.tune import ExperimentAnalysis
 
