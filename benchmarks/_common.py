@@ -10,17 +10,18 @@ which ``tests/test_benchmarks.py`` looks for, and which BENCHMARKS.md quotes.
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 os.environ.setdefault("MEDTUNE_DATA_ROOT", str(REPO.parent / "shared" / "data" / "medmnist"))
@@ -50,11 +51,6 @@ def median(values: Iterable[float]) -> float:
     return float(statistics.median(list(values)))
 
 
-def geometric_mean(values: Iterable[float]) -> float:
-    values = list(values)
-    return float(np.exp(np.mean(np.log(values))))
-
-
 def abba(arms: Sequence[str], repetitions: int) -> list[tuple[int, str]]:
     """A/B/B/A/A/B/...: each repetition runs every arm once, alternating the order so that a drift in
     the machine's load hits both arms alike. Returns (repetition, arm) pairs."""
@@ -65,27 +61,31 @@ def abba(arms: Sequence[str], repetitions: int) -> list[tuple[int, str]]:
     return order
 
 
-def subset_npz(data: Any, path: Path, per_class: dict[str, tuple[int, int]]) -> Path:
-    """The first (n_class0, n_class1) images of each split of a real data set, with MedMNIST's keys
-    (as tests/conftest.py does), for the short forms."""
-    arrays = {}
-    for split, (n0, n1) in per_class.items():
-        source = data.split(split)
-        keep = np.concatenate([np.flatnonzero(source.labels == 0)[:n0], np.flatnonzero(source.labels == 1)[:n1]])
-        keep.sort()
-        arrays[f"{split}_images"] = source.images[keep]
-        arrays[f"{split}_labels"] = source.labels[keep].reshape(-1, 1).astype(np.uint8)
-    np.savez(path, **arrays)
-    return path
+def scratch_dir(prefix: str) -> Path:
+    """A temporary folder removed when this process exits: searches and trials write checkpoints of
+    100+ MB each, which would otherwise pile up in the temporary folder run after run."""
+    folder = Path(tempfile.mkdtemp(prefix=prefix))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    return folder
 
 
-def small_breastmnist(folder: Path, per_class: dict[str, tuple[int, int]] | None = None) -> str:
-    """A real-image BreastMNIST subset saved in ``folder``; returns its path."""
-    from tuner.data import load_dataset
+def search_storage(requested: str | None, prefix: str) -> tuple[Path, str]:
+    """Where a benchmark's searches go: ``--storage`` if given (kept), else a scratch folder; with
+    the words that say which."""
+    if requested:
+        return Path(requested).resolve(), str(Path(requested).resolve())
+    folder = scratch_dir(prefix)
+    return folder, f"{folder} (removed at exit; --storage keeps it)"
 
-    folder.mkdir(parents=True, exist_ok=True)
-    per_class = per_class or {"train": (32, 64), "val": (15, 25), "test": (15, 25)}
-    return str(subset_npz(load_dataset("breastmnist"), folder / "breastsmall.npz", per_class))
+
+def small_breastmnist() -> str:
+    """A real-image BreastMNIST subset (96 training, 40 validation, 40 test images, as the tests use)
+    in a scratch folder; returns its path."""
+    from tuner.data import load_dataset, save_npz_subset
+
+    path = scratch_dir("medtune-bench-") / "breastsmall.npz"
+    return str(save_npz_subset(load_dataset("breastmnist"), path,
+                               {"train": (32, 64), "val": (15, 25), "test": (15, 25)}))
 
 
 def tune_results(experiment_dir: Path) -> list[dict[str, Any]]:

@@ -18,7 +18,6 @@ import argparse
 import contextlib
 import io
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -112,7 +111,7 @@ def whole_trials(data, backbone: str, size: int, epochs: int, repetitions: int) 
         os.environ["MEDTUNE_FEATURE_CACHE"] = "1" if arm == "on" else "0"
         start = time.perf_counter()
         with contextlib.redirect_stdout(io.StringIO()):
-            run_trial(config, data, LocalSession(Path(tempfile.mkdtemp(prefix="medtune-lpcache-"))))
+            run_trial(config, data, LocalSession(_common.scratch_dir("medtune-lpcache-")))
         walls[arm].append(time.perf_counter() - start)
     os.environ.pop("MEDTUNE_FEATURE_CACHE")
     return median(off / on for off, on in zip(walls["off"], walls["on"], strict=True))
@@ -133,7 +132,7 @@ def main() -> None:
     dataset = "breastmnist"
     cases = CASES
     if args.short:
-        dataset = _common.small_breastmnist(Path(tempfile.mkdtemp(prefix="medtune-bench-")))
+        dataset = _common.small_breastmnist()
         cases, args.pairs = CASES[:2], 2
     data = load_dataset(dataset)
     note(f"lp_cache: {Path(dataset).name} ({len(data.train)} training images), batch 32, {args.threads} torch "

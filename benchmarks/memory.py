@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 import threading
 from pathlib import Path
 
@@ -101,12 +100,12 @@ def main() -> None:
     dataset = "breastmnist"
     if args.short:
         args.epochs, args.trials = 2, 2
-        dataset = _common.small_breastmnist(Path(tempfile.mkdtemp(prefix="medtune-bench-")))
+        dataset = _common.small_breastmnist()
 
     import ray
 
     ray.init(num_cpus=args.trials, include_dashboard=False, log_to_driver=False, configure_logging=False)
-    storage = Path(tempfile.mkdtemp(prefix="medtune-memory-"))
+    storage = _common.scratch_dir("medtune-memory-")
     note(f"memory: resnet18, {Path(dataset).name}, 28 px, {args.epochs} epochs, {args.trials} concurrent trials vs "
          f"1, ray.init(num_cpus={args.trials}); {_common.machine()}")
     one = measure(dataset, LRS[:1], args.epochs, storage, "one")

@@ -74,7 +74,7 @@ def tune_bare_arm(args: argparse.Namespace) -> dict:
 
     ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
     data = load_dataset(args.dataset)
-    storage = tempfile.mkdtemp(prefix="medtune-overhead-tune-")
+    storage = str(_common.scratch_dir("medtune-overhead-tune-"))
     results = tune.Tuner(tune.with_resources(tune.with_parameters(_bare_trainable, data=data), {"cpu": args.threads}),
                          param_space=vars(args), tune_config=tune.TuneConfig(num_samples=1),
                          run_config=tune.RunConfig(storage_path=storage, verbose=0)).fit()
@@ -155,7 +155,7 @@ def medtune_arm(args: argparse.Namespace) -> dict:
     imported = time.perf_counter()
     ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
     ray_ready = time.perf_counter()
-    storage = Path(tempfile.mkdtemp(prefix="medtune-overhead-"))
+    storage = _common.scratch_dir("medtune-overhead-")
     watcher = _EpochCpu(storage / "overhead")
     watcher.start()
     pins = {"head": "linear", "lr": LR, "seed": SEED, "epochs": args.epochs, "batch_size": args.batch_size,
@@ -223,7 +223,7 @@ class _EpochCpu(threading.Thread):
 def compare(args: argparse.Namespace) -> None:
     dataset = args.dataset
     if args.short:
-        dataset = _common.small_breastmnist(Path(tempfile.mkdtemp(prefix="medtune-bench-")))
+        dataset = _common.small_breastmnist()
     arms = ["medtune", "bare"] if args.short else ["medtune", "tune-bare", "bare"]
     note(f"overhead: resnet18, {Path(dataset).name}, {args.image_size} px, batch {args.batch_size}, "
          f"{args.epochs} epochs, {args.threads} torch thread(s), {args.repetitions} repetition(s) of "
@@ -324,7 +324,7 @@ def profile(args: argparse.Namespace) -> None:
                "_cpu_state": timed("best-model copy", trial_module._cpu_state),
                "save_checkpoint": timed("checkpoint save", trial_module.save_checkpoint)}
     originals = {name: getattr(trial_module, name) for name in patches}
-    session = LocalSession(Path(tempfile.mkdtemp(prefix="medtune-profile-")))
+    session = LocalSession(_common.scratch_dir("medtune-profile-"))
     session.report = timed("checkpoint copy (LocalSession; Tune copies the same files)", session.report)
     config = {"backbone": "resnet18", "weights": "none", "head": "linear", "strategy": "ft", "optimizer": "sgd",
               "lr": LR, "momentum": MOMENTUM, "seed": SEED, "epochs": args.epochs, "batch_size": args.batch_size,
@@ -358,21 +358,19 @@ def profile(args: argparse.Namespace) -> None:
     with_crc: list[float] = []
     without_crc: list[float] = []
     for _, arm in abba(["crc", "no crc"], 6):
-        folder = Path(tempfile.mkdtemp(prefix="medtune-save-"))
         context = contextlib.nullcontext if arm == "crc" else checkpoint_module._without_crc32
         original = checkpoint_module._without_crc32
         checkpoint_module._without_crc32 = context
         try:
-            start = time.perf_counter()
-            checkpoint_module.save_checkpoint(folder, model=model, optimizer=optimizer,
-                                              loader_generator=torch.Generator(), progress=checkpoint_module.Progress(),
-                                              best_model=state, test_scores=None)
-            (with_crc if arm == "crc" else without_crc).append(time.perf_counter() - start)
+            with tempfile.TemporaryDirectory(prefix="medtune-save-") as folder:
+                start = time.perf_counter()
+                checkpoint_module.save_checkpoint(Path(folder), model=model, optimizer=optimizer,
+                                                  loader_generator=torch.Generator(),
+                                                  progress=checkpoint_module.Progress(), best_model=state,
+                                                  test_scores=None)
+                (with_crc if arm == "crc" else without_crc).append(time.perf_counter() - start)
         finally:
             checkpoint_module._without_crc32 = original
-        for file in folder.iterdir():
-            file.unlink()
-        folder.rmdir()
     ratio = median(a / b for a, b in zip(with_crc, without_crc, strict=True))
     figure("overhead.profile.save_with_crc_vs_without", ratio, fmt="{:.2f}",
            what="save_checkpoint (model + SGD momentum + best model) with zip CRC32 / without (the fix)")

@@ -19,7 +19,6 @@ import argparse
 import json
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -56,7 +55,7 @@ def main() -> None:
     dataset, pins = "breastmnist", {}
     if args.short:
         args.seeds, args.num_samples, args.epochs, args.grace_period = 1, 2, 1, 1
-        dataset = _common.small_breastmnist(Path(tempfile.mkdtemp(prefix="medtune-bench-")))
+        dataset = _common.small_breastmnist()
 
     import ray
 
@@ -67,11 +66,11 @@ def main() -> None:
     if args.backbone:
         pins["backbone"] = args.backbone
     tag = (f"-{args.image_size}px" if args.image_size else "") + (f"-{args.backbone}" if args.backbone else "")
-    storage = Path(args.storage or tempfile.mkdtemp(prefix="medtune-quality-")).resolve()
+    storage, where = _common.search_storage(args.storage, "medtune-quality-")
     ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
     note(f"quality: space breast_quality, pins {json.dumps(pins)}, {Path(dataset).name}, {args.seeds} seed(s) x "
          f"{args.num_samples} trials, "
-         f"ASHA grace {args.grace_period} reduction {args.reduction_factor}; storage {storage}; {_common.machine()}")
+         f"ASHA grace {args.grace_period} reduction {args.reduction_factor}; storage {where}; {_common.machine()}")
     results = []
     for seed in range(args.first_seed, args.first_seed + args.seeds):
         start = time.perf_counter()

@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -65,17 +64,17 @@ def main() -> None:
     dataset = "breastmnist"
     if args.short:
         args.epochs, args.seeds, args.num_samples = 2, 1, 4
-        dataset = _common.small_breastmnist(Path(tempfile.mkdtemp(prefix="medtune-bench-")))
+        dataset = _common.small_breastmnist()
 
     import ray
 
     from tuner.search import SearchRequest, run_search
 
-    storage = Path(args.storage or tempfile.mkdtemp(prefix="medtune-search-eff-")).resolve()
+    storage, where = _common.search_storage(args.storage, "medtune-search-eff-")
     ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
     space_pins = pins(args.short)
     note(f"search_efficiency: convskip_unfreeze with pins {json.dumps(space_pins)}, {args.epochs} epochs, "
-         f"{Path(dataset).name}; storage {storage}; {_common.machine()}")
+         f"{Path(dataset).name}; storage {where}; {_common.machine()}")
 
     start = time.perf_counter()
     grid = run_search(SearchRequest(space="convskip_unfreeze", dataset=dataset, search="grid", pins=space_pins,

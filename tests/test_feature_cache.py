@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.sessions import CrashAfter
 from tuner.models import build_classifier, get_backbone
 from tuner.training import trial as trial_module
 from tuner.training.checkpoint import BEST_MODEL_FILE, STATE_FILE
@@ -119,22 +120,11 @@ def test_cache_respects_its_memory_limit(small_data, start_file, tmp_path, monke
     assert cache.builds == 0 and "GiB" in cache.refused
 
 
-class _CrashAfter(LocalSession):
-    def __init__(self, out_dir: Path, epochs: int) -> None:
-        super().__init__(out_dir)
-        self.epochs = epochs
-
-    def report(self, metrics, checkpoint) -> None:
-        super().report(metrics, checkpoint)
-        if metrics["epoch"] == self.epochs:
-            raise KeyboardInterrupt("simulated preemption")
-
-
 def test_resume_with_the_cache_is_bit_exact(small_data, start_file, tmp_path, monkeypatch):
     config = {**BASE, "weights": start_file, "strategy": "lp"}
     uninterrupted = _run(config, small_data, tmp_path / "a", monkeypatch, cache=True)
     with pytest.raises(KeyboardInterrupt):
-        _run(config, small_data, tmp_path / "b", monkeypatch, cache=True, session=_CrashAfter(tmp_path / "b", 1))
+        _run(config, small_data, tmp_path / "b", monkeypatch, cache=True, session=CrashAfter(tmp_path / "b", 1))
     resumed = _run(config, small_data, tmp_path / "b", monkeypatch, cache=True,
                    session=LocalSession(tmp_path / "b", resume=True))
     assert resumed[3].builds == 1

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
+from tests.sessions import CrashAfter
 from tuner.training.checkpoint import BEST_MODEL_FILE, STATE_FILE, TEST_SCORES_FILE
 from tuner.training.session import LocalSession
 from tuner.training.trial import run_trial
@@ -38,22 +39,11 @@ def test_reports_every_epoch_and_keeps_best_model_scores(small_data, tmp_path):
     assert roc_auc_score(scores["label"], scores["score_1"]) == pytest.approx(last["test_auc"], abs=1e-6)
 
 
-class _CrashAfter(LocalSession):
-    def __init__(self, out_dir: Path, epochs: int) -> None:
-        super().__init__(out_dir)
-        self.epochs = epochs
-
-    def report(self, metrics, checkpoint) -> None:
-        super().report(metrics, checkpoint)
-        if metrics["epoch"] == self.epochs:
-            raise KeyboardInterrupt("simulated preemption")
-
-
 def test_resume_from_checkpoint_is_bit_exact(small_data, tmp_path):
     uninterrupted = LocalSession(tmp_path / "a")
     run_trial(BASE, small_data, uninterrupted)
     with pytest.raises(KeyboardInterrupt):
-        run_trial(BASE, small_data, _CrashAfter(tmp_path / "b", epochs=1))
+        run_trial(BASE, small_data, CrashAfter(tmp_path / "b", epochs=1))
     resumed = LocalSession(tmp_path / "b", resume=True)
     run_trial(BASE, small_data, resumed)
     assert [r["epoch"] for r in resumed.history] == [2, 3]

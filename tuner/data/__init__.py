@@ -13,13 +13,20 @@ import torch
 
 from tuner.data.folder import load_image_folder
 from tuner.data.manifest import load_manifest
-from tuner.data.medmnist import is_medmnist_name, known_names, load_medmnist, load_npz, resolve_data_root
+from tuner.data.medmnist import (
+    is_medmnist_name,
+    known_names,
+    load_medmnist,
+    load_npz,
+    resolve_data_root,
+    save_npz_subset,
+)
 from tuner.data.splits import DatasetSplits, Split, check_splits
 from tuner.data.transforms import build_transform
 from tuner.errors import ConfigError
 
 __all__ = ["DatasetSplits", "ImageDataset", "Split", "build_transform", "load_dataset",
-           "resolve_data_root"]
+           "resolve_data_root", "save_npz_subset"]
 
 
 def load_dataset(spec: str, data_root: str | os.PathLike | None = None) -> DatasetSplits:

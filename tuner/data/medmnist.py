@@ -129,3 +129,17 @@ def _read_split(archive: np.lib.npyio.NpzFile, split: str, path: Path) -> Split:
     if labels.ndim == 2 and labels.shape[1] > 1:  # one 0/1 column per label: a multi-label task
         return Split(images=images, labels=labels.astype(np.float32))
     return Split(images=images, labels=labels.reshape(-1).astype(np.int64))
+
+
+def save_npz_subset(data: DatasetSplits, path: Path, per_class: dict[str, tuple[int, ...]]) -> Path:
+    """Write the first ``per_class[split][c]`` images of class ``c`` of each split as a MedMNIST-style
+    ``.npz`` (readable by ``load_npz``): a small real-image data set for smoke runs, tests and the
+    benchmarks' short forms. Single-label data only; images keep their order within each split."""
+    arrays = {}
+    for split, counts in per_class.items():
+        source = data.split(split)
+        keep = np.sort(np.concatenate([np.flatnonzero(source.labels == label)[:n] for label, n in enumerate(counts)]))
+        arrays[f"{split}_images"] = source.images[keep]
+        arrays[f"{split}_labels"] = source.labels[keep].reshape(-1, 1).astype(np.uint8)
+    np.savez(path, **arrays)
+    return path
