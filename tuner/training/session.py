@@ -8,14 +8,16 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any, Protocol
 
 
 class TrialSession(Protocol):
-    def latest_checkpoint(self) -> Path | None:
-        """The folder of the checkpoint to resume from, or None for a fresh start."""
+    def latest_checkpoint(self) -> AbstractContextManager[Path | None]:
+        """The folder of the checkpoint to resume from (None for a fresh start), readable while the
+        context is open."""
 
     def report(self, metrics: dict[str, Any], checkpoint: Path) -> None:
         """Publish one epoch's metrics with its checkpoint folder (which the caller deletes after)."""
@@ -30,13 +32,17 @@ class TuneSession:
     def __init__(self) -> None:
         self.last: dict[str, Any] = {}
 
-    def latest_checkpoint(self) -> Path | None:
+    @contextmanager
+    def latest_checkpoint(self) -> Iterator[Path | None]:
+        """Ray's own folder where the storage is local (no copy); a download it removes afterwards where not."""
         from ray import tune
 
         checkpoint = tune.get_checkpoint()
         if checkpoint is None:
-            return None
-        return Path(checkpoint.to_directory(tempfile.mkdtemp(prefix="medtune-restore-")))
+            yield None
+            return
+        with checkpoint.as_directory() as folder:
+            yield Path(folder)
 
     def report(self, metrics: dict[str, Any], checkpoint: Path) -> None:
         import ray
@@ -67,8 +73,9 @@ class LocalSession:
         self.resume = resume
         self.history: list[dict[str, Any]] = []
 
-    def latest_checkpoint(self) -> Path | None:
-        return self.checkpoint_dir if self.resume and self.checkpoint_dir.is_dir() else None
+    @contextmanager
+    def latest_checkpoint(self) -> Iterator[Path | None]:
+        yield self.checkpoint_dir if self.resume and self.checkpoint_dir.is_dir() else None
 
     def report(self, metrics: dict[str, Any], checkpoint: Path) -> None:
         self.history.append(metrics)

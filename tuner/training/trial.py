@@ -59,10 +59,10 @@ def run_trial(config: dict[str, Any], data: DatasetSplits, session: TrialSession
 
     # No copy of the starting weights as "best": epoch 1 always becomes the best epoch (best_epoch == 0).
     progress, best_model, test_scores = Progress(), {}, None
-    resume_from = session.latest_checkpoint()
-    if resume_from is not None:
-        progress, best_model, test_scores = load_checkpoint(resume_from, model=model, optimizer=optimizer,
-                                                            loader_generator=loader_generator)
+    with session.latest_checkpoint() as resume_from:
+        if resume_from is not None:
+            progress, best_model, test_scores = load_checkpoint(resume_from, model=model, optimizer=optimizer,
+                                                                loader_generator=loader_generator)
 
     result: dict[str, Any] = {}
     for epoch in range(progress.epoch + 1, config["epochs"] + 1):
