@@ -197,7 +197,6 @@ class CachedRun:
     train_loader: DataLoader
     val_loader: DataLoader
     test_loader: DataLoader
-    first_trainable: int
     nbytes: int
 
 
@@ -245,14 +244,15 @@ class FeatureCache:
         train_size = min(train_loader.batch_size, len(train_loader.dataset))
         plans = [(train_size, _chunks(len(train_loader.dataset), train_size)), (None, _batches(val_loader)),
                  (None, _batches(test_loader))]
-        per_sample = self._bytes_per_sample(model, split.prefix, train_loader.dataset)
-        total = per_sample * sum(len(loader.dataset) for loader in loaders)
-        if total > self.max_bytes:
-            self.refused = f"the frozen outputs would take {total / 2**30:.2f} GiB (limit {self.max_bytes / 2**30:.2f})"
-            return None
         was_training = model.training
         model.eval()
         try:
+            samples = sum(len(loader.dataset) for loader in loaders)
+            total = self._bytes_per_sample(split.prefix, train_loader.dataset) * samples
+            if total > self.max_bytes:
+                self.refused = (f"the frozen outputs would take {total / 2**30:.2f} GiB "
+                                f"(limit {self.max_bytes / 2**30:.2f})")
+                return None
             stores = [self._compute(split.prefix, loader.dataset, size, batches) for loader, (size, batches) in
                       zip(loaders, plans, strict=True)]
         finally:
@@ -266,18 +266,14 @@ class FeatureCache:
                                               pin_memory=pin) for store, loader in
                                    zip(stores[1:], (val_loader, test_loader), strict=True))
         nbytes = sum(store.outputs.numel() * store.outputs.element_size() for store in stores)
-        return CachedRun(_SuffixModel(model, split.suffix), cached_train, cached_val, cached_test, first, nbytes)
+        return CachedRun(_SuffixModel(model, split.suffix), cached_train, cached_val, cached_test, nbytes)
 
     @torch.no_grad()
-    def _bytes_per_sample(self, model: Classifier, prefix: fx.GraphModule, dataset: Dataset) -> int:
-        was_training = model.training
-        model.eval()
-        try:
-            image, _ = dataset[0]
-            with self.precision.autocast():
-                out = prefix(image.unsqueeze(0).to(self.device))
-        finally:
-            model.train(was_training)
+    def _bytes_per_sample(self, prefix: fx.GraphModule, dataset: Dataset) -> int:
+        """One sample's prefix output size, to refuse an oversized cache before computing any of it."""
+        image, _ = dataset[0]
+        with self.precision.autocast():
+            out = prefix(image.unsqueeze(0).to(self.device))
         return out.numel() * out.element_size()
 
     def _compute(self, prefix: fx.GraphModule, dataset: Dataset, batch_size: int | None,
