@@ -67,10 +67,11 @@ def _small_input_stem(build_resnet: Callable[..., nn.Module]) -> Callable[..., n
     return build
 
 
-for _name, _build, _dim in (("resnet18_small", models.resnet18, 512), ("resnet50_small", models.resnet50, 2048)):
+for _base, _build, _dim in (("resnet18", models.resnet18, 512), ("resnet50", models.resnet50, 2048)):
     register_backbone(BackboneSpec(
-        name=_name, build=_small_input_stem(_build), imagenet_weights=None, feature_dim=_dim, classifier_attr="fc",
-        groupings={"stages": _RESNET_STAGES, "paper": _RESNET_PAPER}, min_image_size=8,
+        name=f"{_base}_small", build=_small_input_stem(_build), imagenet_weights=None, feature_dim=_dim,
+        classifier_attr="fc", groupings={"stages": _RESNET_STAGES, "paper": _RESNET_PAPER}, min_image_size=8,
+        imagenet_alternative=_base,
     ))
 
 _DENSE = "features."

@@ -51,6 +51,8 @@ class BackboneSpec:
     foreign_prefixes: dict[str, str] = field(default_factory=dict)
     radimagenet_file: str | None = None  # file name in RadImageNet's PyTorch release, if any
     min_image_size: int = 16  # smaller inputs shrink to nothing before the last stage
+    # Where imagenet_weights is None: the backbone of the same family that has them (named in errors).
+    imagenet_alternative: str | None = None
 
     def layer_groups(self, grouping: str = DEFAULT_GROUPING) -> LayerGroups:
         try:

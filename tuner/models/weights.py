@@ -42,17 +42,18 @@ def weights_file(spec: BackboneSpec, weights: str) -> Path | None:
         return None
     if weights == "imagenet":
         if spec.imagenet_weights is None:
-            raise ConfigError(f"no ImageNet weights exist for {spec.name} (its stem differs from the ImageNet "
-                              f"models'); use weights=none or ssl:<encoder>, or {spec.name.removesuffix('_small')} "
-                              "for ImageNet transfer.")
+            instead = (f", or backbone {spec.imagenet_alternative} for ImageNet transfer"
+                       if spec.imagenet_alternative else "")
+            raise ConfigError(f"no ImageNet weights exist for {spec.name}; use weights=none or ssl:<encoder>{instead}.")
         path = imagenet_file(spec)
         if not path.is_file():
             _download_imagenet(spec, path)
         return path
     if weights == "radimagenet":
         if spec.radimagenet_file is None:
+            other = "weights=imagenet" if spec.imagenet_weights is not None else "weights=none or ssl:<encoder>"
             raise ConfigError(f"RadImageNet publishes no weights for {spec.name}; use resnet50 or "
-                              "densenet121, or weights=imagenet.")
+                              f"densenet121, or {other}.")
         path = weights_dir() / "radimagenet" / spec.radimagenet_file
         if not path.is_file():
             raise ConfigError(
