@@ -25,13 +25,15 @@ _EXPORTS = {
     "fit_mixed_model": "analysis.mixed_model",
     "likelihood_ratio_tests": "analysis.modeling",
     "param_importances": "analysis.importance",
-    "write_report": "analysis.report",
+    "AnalysisOptions": "analysis.report",
+    "build_report": "analysis.report",
 }
 
 __all__ = sorted(_EXPORTS)
 
 
 def __getattr__(name: str) -> Any:
+    """Import the module that defines ``name`` on first use, then keep the name here (PEP 562)."""
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'analysis' has no attribute {name!r}")
@@ -41,4 +43,5 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
+    """The lazy names too, so that completion and ``dir(analysis)`` show the whole surface."""
     return sorted(set(globals()) | set(__all__))

@@ -19,7 +19,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         required=True,
         action="append",
         metavar="NAME",
-        help="the search's name (its MLflow experiment and Tune folder); repeat it to analyse several "
+        help="the search's name (its MLflow experiment and Tune folder); repeat it to analyze several "
         "searches together (e.g. one per data set)",
     )
     parser.add_argument(
@@ -40,7 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(default: the search space's ANALYSIS)",
     )
     parser.add_argument(
-        "--metric", help="the outcome analysed (default: the formula's response, else test_auc)"
+        "--metric", help="the outcome analyzed (default: the formula's response, else test_auc)"
     )
     parser.add_argument(
         "--random",
@@ -74,7 +74,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Write the report; 0 when every section could be computed, 1 when some could not because of the
-    input (each problem printed), 2 (raised as ConfigError) when nothing could be analysed."""
+    input (each problem printed), 2 (raised as ConfigError) when nothing could be analyzed."""
     from analysis.report import AnalysisOptions, build_report
 
     if not 0 < args.alpha < 1:
@@ -114,19 +114,11 @@ def run(args: argparse.Namespace) -> int:
     return 1 if report.problems else 0
 
 
-def analyze(experiment: str | list[str], *, tracking_uri: str | None, storage: str, out: str | None) -> int:
-    """Kept for callers of the first version: the report with every option at its default."""
-    parser = argparse.ArgumentParser()
-    add_arguments(parser)
-    names = [experiment] if isinstance(experiment, str) else list(experiment)
-    argv = [a for name in names for a in ("--experiment", name)] + ["--storage", str(storage)]
-    argv += ["--tracking-uri", tracking_uri] if tracking_uri else []
-    argv += ["--out", str(out)] if out else []
-    return run(parser.parse_args(argv))
-
-
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m analysis", description="Analyse finished searches.")
+    """``python -m analysis``: the report without the ``medtune`` script (a checkout that was never
+    pip-installed has none), with the same options and exit status as ``medtune analyze``; a
+    ConfigError is printed as one line, not a traceback, because it is the user's to fix."""
+    parser = argparse.ArgumentParser(prog="python -m analysis", description="Analyze finished searches.")
     add_arguments(parser)
     args = parser.parse_args(argv)
     try:

@@ -32,6 +32,9 @@ SELECT_METRIC = "best_val_auc"
 
 @dataclass(frozen=True)
 class ComparisonSpec:
+    """One ``--compare``: a factor and, optionally, its levels (the first the reference); kept as
+    typed data so a bad spec fails once, when it is parsed, not in the middle of the report."""
+
     factor: str
     levels: tuple[str, ...] = ()
 
@@ -48,12 +51,15 @@ class Model:
     labels: np.ndarray  # (n,) class index, or (n, K) 0/1 for multi-label
     scores: np.ndarray  # (n, C)
     index: np.ndarray
-    select_value: float
     multilabel: bool
 
 
 @dataclass
 class ComparisonResult:
+    """The family of DeLong tests (one row per test, Holm-adjusted across all of them), the models
+    compared (for the ROC curves and AUC table), and what was left out (notes) or could not be done
+    because of the input (problems)."""
+
     table: pd.DataFrame
     models: dict[tuple[str, str, str], list[Model]] = field(
         default_factory=dict
@@ -234,7 +240,7 @@ def _represent(part, factor, level, mode, select, params, read_scores, notes, da
             labels, scores, index, multilabel = _arrays(first)
             stacked = np.mean([_arrays(s)[1] for _, s in same], axis=0)
             return Model(
-                level, [r["run_name"] for r, _ in same], labels, stacked, index, float(means[key]), multilabel
+                level, [r["run_name"] for r, _ in same], labels, stacked, index, multilabel
             )
         notes.append(f"{dataset}: {factor}={level}: no trial of this level has test scores.")
         return None
@@ -250,7 +256,7 @@ def _represent(part, factor, level, mode, select, params, read_scores, notes, da
                 f"no test scores; the next best, {row['run_name']}, represents the level."
             )
         labels, values, index, multilabel = _arrays(scores)
-        return Model(level, [row["run_name"]], labels, values, index, float(row[select]), multilabel)
+        return Model(level, [row["run_name"]], labels, values, index, multilabel)
     notes.append(
         f"{dataset}: {factor}={level}: no trial of this level has test scores ({', '.join(skipped)})."
     )

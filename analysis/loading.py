@@ -6,7 +6,9 @@ Two sources give the same frame:
   ``medtune tune`` keeps in ``--storage``): one child run per trial.
 - ``source="tune"``: the Tune experiment folder ``<storage>/<experiment>/`` alone, offline: each
   trial folder's ``params.json`` (its config), ``result.json`` (one line per epoch) and newest
-  ``checkpoint_NNNNNN/test_scores.csv``; trial states from Tune's ``experiment_state-*.json``.
+  ``checkpoint_NNNNNN/test_scores.csv``; trial states from Tune's ``experiment_state-*.json``; and
+  from ``medtune_search.json`` the params the search logged with every trial beside its config
+  (``trial_params``: the data set's name), read as recorded, never re-derived.
 
 Columns, in this order:
 
@@ -32,7 +34,7 @@ import ast
 import json
 import math
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,34 +57,6 @@ BOOKKEEPING_COLUMNS = (
 )
 SEARCH_FILE = "medtune_search.json"  # tuner.search.SEARCH_FILE (not imported: it pulls in torch)
 TEST_SCORES_FILE = "test_scores.csv"
-# Keys Tune adds to every reported result: bookkeeping, not metrics of the model.
-_TUNE_KEYS = frozenset(
-    {
-        "timestamp",
-        "checkpoint_dir_name",
-        "should_checkpoint",
-        "done",
-        "training_iteration",
-        "trial_id",
-        "date",
-        "time_this_iter_s",
-        "time_total_s",
-        "pid",
-        "hostname",
-        "node_ip",
-        "config",
-        "time_since_restore",
-        "iterations_since_restore",
-        "timesteps_total",
-        "timesteps_since_restore",
-        "timesteps_this_iter",
-        "episodes_total",
-        "episodes_this_iter",
-        "experiment_id",
-        "experiment_tag",
-        "warmup_time",
-    }
-)
 _TRIAL_ID_TAG = "medtune.trial_id"
 _OUTCOME_TAG = "medtune.outcome"
 _TEST_SCORES_TAG = "medtune.test_scores"
@@ -167,16 +141,6 @@ class LoadedSearch:
         return frame.sort_index().astype(float)
 
 
-def resolve_tracking_uri(tracking_uri: str | None, storage: str | os.PathLike = "results") -> str:
-    from tuner.tracking import default_tracking_uri
-
-    return (
-        tracking_uri
-        or os.environ.get("MLFLOW_TRACKING_URI")
-        or default_tracking_uri(Path(storage).expanduser().resolve())
-    )
-
-
 def load_trials(
     experiment: str | list[str],
     tracking_uri: str | None = None,
@@ -205,7 +169,9 @@ def load_search(
     if source not in SOURCES:
         raise ConfigError(f"unknown source {source!r}; use 'mlflow' or 'tune'.")
     if source == "mlflow":
-        uri = resolve_tracking_uri(tracking_uri, storage)
+        from tuner.tracking import resolve_tracking_uri  # the search's own rule, so both find one store
+
+        uri = resolve_tracking_uri(tracking_uri, Path(storage).expanduser().resolve())
         rows, searches, params, metrics = _from_mlflow(names, uri, Path(storage))
     else:
         uri = None
@@ -214,7 +180,7 @@ def load_search(
     for info in searches:
         if info.errored or info.unfinished:
             notes.append(
-                f"{info.experiment}: {info.finished} finished trials analysed; left out "
+                f"{info.experiment}: {info.finished} finished trials analyzed; left out "
                 f"{info.errored} errored and {info.unfinished} unfinished (running or pending) trials."
             )
     empty = [info.experiment for info in searches if info.finished == 0]
@@ -222,7 +188,7 @@ def load_search(
         which = ", ".join(repr(n) for n in empty)
         raise ConfigError(
             f"experiment {which} has no finished trials yet ({_counts(searches)}); run or resume "
-            "its search first, then analyse it."
+            "its search first, then analyze it."
         )
     for name in empty:
         notes.append(f"{name}: no finished trials; it adds nothing to this analysis.")
@@ -259,7 +225,7 @@ def _from_mlflow(names: list[str], uri: str, storage: Path):
     except Exception as error:  # mlflow raises many types for an unreachable store
         raise ConfigError(
             f"cannot reach the MLflow tracking store {uri!r} ({type(error).__name__}: {str(error)[:300]}). "
-            "Start the server or fix --tracking-uri, or analyse the Tune folder alone with --offline."
+            "Start the server or fix --tracking-uri, or analyze the Tune folder alone with --offline."
         ) from error
     rows, searches, params, metrics = [], [], set(), set()
     for name, experiment in found.items():
@@ -269,7 +235,7 @@ def _from_mlflow(names: list[str], uri: str, storage: Path):
                 f"no MLflow experiment named {name!r} in {uri}. Check --experiment and --tracking-uri / "
                 "--storage."
                 + (
-                    f" The Tune folder {storage / name} exists: --offline analyses it without MLflow."
+                    f" The Tune folder {storage / name} exists: --offline analyzes it without MLflow."
                     if offline
                     else ""
                 )
@@ -330,9 +296,6 @@ def _all_runs(client, experiment_id: str) -> list:
 def _from_tune(names: list[str], storage: Path):
     from tuner import tracking
 
-    logged = _logged_by_mlflow(tracking)
-    outcome_of = getattr(tracking, "trial_outcome", _outcome)
-
     rows, searches, params, metrics = [], [], set(), set()
     for name in names:
         folder = storage / name
@@ -343,13 +306,17 @@ def _from_tune(names: list[str], storage: Path):
             )
         info = SearchInfo(name, location=str(folder))
         search_file = folder / SEARCH_FILE
-        request: dict[str, Any] = {}
+        trial_params: dict[str, Any] = {}
         if search_file.is_file():
             saved = json.loads(search_file.read_text())
             request = saved.get("request", {})
+            # What the search logged with every trial's MLflow params (the data set's name as
+            # tuner.data.load_dataset gave it): read, not re-derived from the request, so that both
+            # sources name the data set alike whatever its kind (a .csv manifest's stem, say).
+            trial_params = {key: _normal(value) for key, value in saved.get("trial_params", {}).items()}
             info.parent_run_id = saved.get("parent_run_id")
             info.space, info.search = request.get("space"), request.get("search")
-            info.dataset = _dataset_name(request["dataset"]) if request.get("dataset") else None
+            info.dataset = trial_params.get("dataset")
         states = _trial_states(folder)
         for trial_dir in sorted(p for p in folder.iterdir() if (p / "params.json").is_file()):
             lines = _result_lines(trial_dir)
@@ -366,20 +333,18 @@ def _from_tune(names: list[str], storage: Path):
                 continue
             info.finished += 1
             config = json.loads((trial_dir / "params.json").read_text())
-            config = {key: _normal(value) for key, value in config.items()}
-            if info.dataset is not None:
-                config["dataset"] = info.dataset
+            config = {**trial_params, **{key: _normal(value) for key, value in config.items()}}  # as MLflow's
             last: dict[str, float] = {}
             for line in lines:
                 for key, value in line.items():
-                    if logged(key) and _is_number(value) and math.isfinite(float(value)):
+                    if _logged_by_mlflow(tracking, key) and _is_number(value) and math.isfinite(float(value)):
                         last[key] = float(value)
             row = _row(name, trial_id, config, last, params, metrics)
             scores = _newest_scores(trial_dir)
             row.update(
                 run_name=tracking.trial_run_name(config),
                 parent_run_id=info.parent_run_id,
-                outcome=outcome_of(config, lines[-1] if lines else {}),
+                outcome=tracking.trial_outcome(config, lines[-1] if lines else {}),
                 run_id=None,
                 trial_dir=str(trial_dir),
                 test_scores=str(scores) if scores else None,
@@ -391,21 +356,11 @@ def _from_tune(names: list[str], storage: Path):
     return rows, searches, sorted(params), sorted(metrics)
 
 
-def _logged_by_mlflow(tracking) -> Callable[[str], bool]:
-    """Which reported keys the MLflow logger keeps, so that the offline frame has the same metrics:
-    ``tuner.tracking``'s own rule where it declares one, else every key Tune did not add."""
-    keys = getattr(tracking, "_METRIC_KEYS", None)
-    prefixes = getattr(tracking, "_METRIC_PREFIXES", None)
-    if keys is not None and prefixes is not None:
-        return lambda key: key in keys or key.startswith(tuple(prefixes))
-    return lambda key: key not in _TUNE_KEYS
-
-
-def _outcome(config: dict, last_result: dict) -> str:
-    """As ``tuner.tracking.trial_outcome`` (used when that exists)."""
-    if last_result.get("stopped_by_patience"):
-        return "early_stopping"
-    return "completed" if last_result.get("epoch", 0) >= (config.get("epochs") or 0) else "stopped_early"
+def _logged_by_mlflow(tracking, key: str) -> bool:
+    """Whether the MLflow logger keeps a reported key, by ``tuner.tracking``'s own rule (the search's
+    run layout), so that the offline frame has the same metric columns as the MLflow one."""
+    layout = tracking.SEARCH_RUNS
+    return key in layout.metric_keys or key.startswith(tuple(layout.metric_prefixes))
 
 
 def _trial_states(folder: Path) -> dict[str, str] | None:
@@ -442,13 +397,6 @@ def _newest_scores(trial_dir: Path) -> Path | None:
             return checkpoint / TEST_SCORES_FILE
         break  # only the newest checkpoint counts, as for MLflow (the trial's last checkpoint)
     return None
-
-
-def _dataset_name(spec: str) -> str:
-    """The name ``tuner.data.load_dataset`` gives a data set: a MedMNIST name as is, a ``.npz``
-    file's stem, an image folder's name."""
-    path = Path(str(spec)).expanduser()
-    return path.stem if path.suffix == ".npz" else path.name
 
 
 # --------------------------------------------------------------------------------------------
@@ -537,20 +485,3 @@ def config_keys(frame: pd.DataFrame, columns: list[str]) -> pd.Series:
 
 def _missing(value: Any) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value))
-
-
-def frames_equal_for_analysis(a: pd.DataFrame, b: pd.DataFrame) -> list[str]:
-    """Differences between two trial frames outside ``SOURCE_COLUMNS`` (empty when none)."""
-    problems = []
-    cols_a = [c for c in a.columns if c not in SOURCE_COLUMNS]
-    cols_b = [c for c in b.columns if c not in SOURCE_COLUMNS]
-    if cols_a != cols_b:
-        problems.append(f"columns differ: {sorted(set(cols_a) ^ set(cols_b)) or 'order'}")
-        return problems
-    if len(a) != len(b):
-        return [f"{len(a)} rows against {len(b)}"]
-    for col in cols_a:
-        left, right = a[col].reset_index(drop=True), b[col].reset_index(drop=True)
-        if not left.equals(right):
-            problems.append(f"column {col!r} differs")
-    return problems

@@ -125,6 +125,10 @@ def plan_model(
 
 
 def fit_plan(plan: ModelPlan, reml: bool = True, formula: str | None = None) -> MixedModelFit:
+    """Fit the plan's model (or ``formula`` on the plan's rows and random effects): crossed variance
+    components when two random effects vary, one random intercept, or fixed effects only. One door,
+    so the report's fit and the likelihood-ratio tests' full and reduced fits are the same model.
+    ``reml=False`` gives the ML fits that likelihood-ratio tests must compare."""
     formula = formula or plan.formula
     if len(plan.random) >= 2:
         return crossed_random_effects(plan.data, formula, plan.random, reml=reml)

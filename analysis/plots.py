@@ -219,6 +219,8 @@ def learning_curves(histories: dict[str, pd.DataFrame], path: Path, title: str) 
 
 
 def importance_bars(table: pd.DataFrame, path: Path, metric: str) -> Path:
+    """One horizontal bar per hyperparameter and evaluator (the columns of ``table`` besides
+    ``param``), side by side, so that where fANOVA and mean-decrease-in-impurity disagree shows."""
     params = list(table["param"])[::-1]
     evaluators = [c for c in table.columns if c != "param"]
     fig, ax = plt.subplots(figsize=(6.4, 0.5 * len(params) + 1.6))

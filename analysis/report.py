@@ -76,6 +76,9 @@ class AnalysisOptions:
 
 @dataclass
 class Block:
+    """One piece of a section, kept as data so that the Markdown and the HTML render the same content
+    and cannot drift apart."""
+
     kind: str  # text | table | image | note
     text: str = ""
     frame: pd.DataFrame | None = None
@@ -86,20 +89,28 @@ class Block:
 
 @dataclass
 class Section:
+    """A numbered part of the report: the question it answers, its blocks, and whether it could be
+    computed (so the CLI can tell a complete report from a partial one)."""
+
     title: str
     question: str
     blocks: list[Block] = field(default_factory=list)
     status: str = "ok"  # ok | not applicable | partial (some of it failed) | failed
 
     def text(self, text: str) -> None:
+        """A paragraph of findings (Markdown: `code`, **bold**, *italic*)."""
         self.blocks.append(Block("text", text=text))
 
     def note(self, text: str) -> None:
+        """A caveat set apart from the findings (what was left out, and why), so it is not missed."""
         self.blocks.append(Block("note", text=text))
 
 
 @dataclass
 class Report:
+    """The report being written: its sections, every file written to ``folder`` (all of them are
+    logged to MLflow), and the problems caused by the user's input (the CLI's exit status 1)."""
+
     folder: Path
     title: str
     sections: list[Section] = field(default_factory=list)
@@ -110,6 +121,7 @@ class Report:
     logged_to: list[str] = field(default_factory=list)
 
     def section(self, title: str, question: str) -> Section:
+        """A new section at the end; its number is its position."""
         section = Section(title, question)
         self.sections.append(section)
         return section
@@ -138,11 +150,9 @@ class Report:
         return path
 
     def image(self, section: Section, path: Path, question: str) -> None:
+        """A plot already saved as ``path``, shown in ``section`` under the question it answers."""
         self.files.append(path)
         section.blocks.append(Block("image", path=path, question=question))
-
-    def section_by_title(self, title: str) -> Section:
-        return next(s for s in self.sections if s.title == title)
 
 
 def _display(frame: pd.DataFrame) -> pd.DataFrame:
@@ -167,6 +177,8 @@ def _display(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def render_markdown(report: Report) -> str:
+    """The report as Markdown (images linked by file name): readable in a terminal, a diff or
+    MLflow's artifact viewer, where the HTML is not."""
     lines = [f"# {report.title}", ""]
     for number, section in enumerate(report.sections, 1):
         lines += [f"## {number}. {section.title}", "", f"*{section.question}*", ""]
@@ -211,6 +223,8 @@ code{background:#f4f4f4;padding:0 3px}.csv{color:#777;font-size:.8em}"""
 
 
 def render_html(report: Report) -> str:
+    """The report as one self-contained HTML file (plots embedded as base64), so it can be mailed or
+    opened from MLflow without the folder next to it."""
     parts = [
         f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(report.title)}</title>",
         f"<style>{_CSS}</style></head><body>",
@@ -245,19 +259,6 @@ def render_html(report: Report) -> str:
 # entry points
 
 
-def write_report(
-    experiment: str | list[str],
-    tracking_uri: str | None = None,
-    storage: str | Path = "results",
-    out: str | Path | None = None,
-    *,
-    source: str = "mlflow",
-    options: AnalysisOptions | None = None,
-) -> Path:
-    """Analyse every finished trial of the experiment(s); returns the Markdown file's path."""
-    return build_report(experiment, tracking_uri, storage, out, source=source, options=options).markdown_path
-
-
 def build_report(
     experiment: str | list[str],
     tracking_uri: str | None = None,
@@ -267,6 +268,9 @@ def build_report(
     source: str = "mlflow",
     options: AnalysisOptions | None = None,
 ) -> Report:
+    """Load the experiment(s), write every section into ``out`` (default: the search's
+    ``report/`` folder) and, when read from MLflow, log the folder to each search's parent run so the
+    report sits next to the trials it describes. What ``medtune analyze`` runs."""
     options = options or AnalysisOptions()
     loaded = load_search(experiment, tracking_uri, storage, source)
     names = [s.experiment for s in loaded.searches]
@@ -277,13 +281,13 @@ def build_report(
     else:
         folder = Path(storage).expanduser().resolve() / "reports" / "+".join(names)[:120]
     folder.mkdir(parents=True, exist_ok=True)
-    report = analyse(loaded, folder, options)
+    report = analyze(loaded, folder, options)
     if loaded.source == "mlflow":
         _log_to_parents(report, loaded)
     return report
 
 
-def analyse(loaded: LoadedSearch, folder: Path, options: AnalysisOptions) -> Report:
+def analyze(loaded: LoadedSearch, folder: Path, options: AnalysisOptions) -> Report:
     """Every section into ``folder``: report.md, report.html, CSVs and PNGs."""
     names = [s.experiment for s in loaded.searches]
     report = Report(folder, f"medtune report: {', '.join(names)}")
@@ -467,7 +471,7 @@ def _overview(report: Report, section: Section, loaded: LoadedSearch, config, op
     metric = config["metric"]
     section.text(
         f"Each trial's test metrics are those of its best validation epoch, so trials that ASHA (or early "
-        f"stopping) ended early are scored too, on fewer epochs. The outcome analysed is `{metric}`; models "
+        f"stopping) ended early are scored too, on fewer epochs. The outcome analyzed is `{metric}`; models "
         f"are chosen on validation ({_select_words(frame, config['select'])}), never on the test split."
     )
     select = config["select"]

@@ -44,6 +44,8 @@ def applies(frame: pd.DataFrame) -> str | None:
 
 
 def study_metrics(frame: pd.DataFrame) -> list[str]:
+    """The study's metrics the trials reported, then the per-class test AUCs of a multi-class task
+    (a binary task's two equal the overall AUC, so they would only repeat it)."""
     metrics = [m for m in STUDY_METRICS if m in frame and frame[m].notna().any()]
     per_class = sorted(
         (c for c in frame.columns if c.startswith("test_auc_c") and c[10:].isdigit()),
@@ -55,6 +57,8 @@ def study_metrics(frame: pd.DataFrame) -> list[str]:
 
 
 def strategy_order(strategies) -> list:
+    """The strategies in the study's order (FT, the reference, first), unknown ones after, sorted:
+    every table and plot lists them alike, so they read side by side."""
     known = [s for s in STRATEGY_ORDER if s in set(strategies)]
     return known + sorted(s for s in set(strategies) if s not in STRATEGY_ORDER)
 

@@ -132,7 +132,8 @@ def build(root: Path, n: int, name: str) -> str:
         json.dumps(
             {
                 "parent_run_id": parent,
-                "tracking_uri": uri,
+                "experiment": name,
+                "trial_params": {"dataset": "synthmnist"},
                 "request": {"space": "quick", "dataset": "synthmnist", "search": "optuna"},
             }
         )
@@ -186,7 +187,7 @@ def build(root: Path, n: int, name: str) -> str:
     return uri
 
 
-def analyse(root: Path, name: str, uri: str) -> None:
+def analyze(root: Path, name: str, uri: str) -> None:
     start = time.perf_counter()
     import tuner.tracking  # noqa: F401  (torch, Ray, MLflow: imported once, timed apart)
     from analysis import load_trials
@@ -219,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--trials", type=int, default=1000)
     parser.add_argument("--dir", help="where to build the store (default: a temporary folder)")
     parser.add_argument("--keep", action="store_true", help="keep the store and reports")
-    parser.add_argument("--reuse", action="store_true", help="analyse a store that --dir already holds")
+    parser.add_argument("--reuse", action="store_true", help="analyze a store that --dir already holds")
     args = parser.parse_args(argv)
     root = Path(args.dir or tempfile.mkdtemp(prefix="medtune-scale-"))
     root.mkdir(parents=True, exist_ok=True)
@@ -234,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"{time.perf_counter() - start:.1f} s"
             )
 
-        analyse(root, name, uri)
+        analyze(root, name, uri)
     finally:
         if args.keep or args.reuse:
             print(f"kept in {root}")

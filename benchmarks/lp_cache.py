@@ -1,4 +1,4 @@
-"""Frozen-prefix feature cache (tuner/training/feature_cache.py): an epoch trained on the stored
+"""Frozen-prefix feature cache (tuner/training/epoch_plan.py): an epoch trained on the stored
 outputs of the frozen trunk vs. the same epoch recomputing them, side by side in one process.
 
 For each case (backbone, strategy) two identical trials are set up, one with the cache and one
@@ -40,30 +40,34 @@ class _Arm:
         import torch
 
         from tuner.config import make_trial_config
-        from tuner.models import build_classifier
-        from tuner.strategies import get_strategy
-        from tuner.training.feature_cache import FeatureCache
+        from tuner.models import HEADS, build_classifier
+        from tuner.spec import IMAGENET_PREPROCESSING
+        from tuner.strategies import build_strategy
+        from tuner.training.epoch_plan import EpochPlanner
         from tuner.training.loop import Precision
         from tuner.training.losses import build_loss
-        from tuner.training.trial import _loaders, _optimizer
+        from tuner.training.optimizers import build_optimizer
+        from tuner.training.trial import build_loaders
 
         self.config = config = make_trial_config(config)
         self.data = data
         self.device = torch.device("cpu")
         torch.manual_seed(config["seed"])
         self.model = build_classifier(backbone=config["backbone"], weights=config["weights"], head=config["head"],
-                                      num_outputs=data.num_classes, kernel_size=config["kernel_size"],
-                                      filters=config["filters"])
-        self.model.set_trainable_groups(get_strategy(config["strategy"]).trainable_groups(
-            config, self.model.num_groups, 1))
-        self.loaders = _loaders(data, config, torch.Generator().manual_seed(config["seed"]), self.device)
-        self.optimizer = _optimizer(self.model, config, per_tensor=False)
-        self.loss_fn = build_loss(data.task, "ce", None, None)
+                                      num_outputs=data.num_classes,
+                                      head_params=HEADS.get(config["head"]).own_values(config))
+        self.model.set_trainable_groups(build_strategy(config, self.model.num_groups).trainable_groups(
+            self.model.num_groups, 1))
+        self.loaders = build_loaders(data, config, IMAGENET_PREPROCESSING,
+                                     torch.Generator().manual_seed(config["seed"]), self.device)
+        self.optimizer = build_optimizer(self.model, config, per_tensor=False)
+        self.loss_fn = build_loss(data.task, {"loss": "ce"})
         self.precision = Precision(self.device, False)
-        self.cache = FeatureCache(self.loaders, augment=False, precision=self.precision, device=self.device,
+        self.cache = EpochPlanner(self.model, self.loaders, precision=self.precision, device=self.device,
                                   enabled=cached)
         start = time.perf_counter()
-        self.net, self.train_loader, self.val_loader, _ = self.cache.select(self.model)
+        self.plan = self.cache.plan()
+        self.net, self.train_loader, self.val_loader = self.plan.model, self.plan.train, self.plan.val
         self.build_s = time.perf_counter() - start
         self.history: list[tuple[float, float, float]] = []
 
@@ -93,7 +97,7 @@ def epoch_ratios(data, backbone: str, size: int, extra: dict, pairs: int) -> dic
                                           arms["recompute"].model.state_dict().values(), strict=True))
     ratios = [r / c for r, c in zip(times["recompute"], times["cached"], strict=True)]
     return {"speedup": median(ratios), "build_in_epochs": arms["cached"].build_s / median(times["recompute"]),
-            "identical": identical, "nbytes": arms["cached"].cache.prepare(arms["cached"].model).nbytes,
+            "identical": identical, "nbytes": arms["cached"].plan.stored_bytes,
             "ratios": ratios}
 
 

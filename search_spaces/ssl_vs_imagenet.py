@@ -26,7 +26,8 @@ import sys
 
 from search_spaces import Space
 from tuner.models import get_backbone
-from tuner.models.weights import SSL_PREFIX, imagenet_file
+from tuner.models.weights import imagenet_file
+from tuner.weight_sources import SSL_PREFIX
 
 SSL_ENCODER_ENV = "MEDTUNE_SSL_ENCODER"
 

@@ -1,4 +1,4 @@
-"""A real finished search analysed end to end: BreastMNIST (a real-image subset), several heads,
+"""A real finished search analyzed end to end: BreastMNIST (a real-image subset), several heads,
 strategies, unfreeze depths and seeds, trained by Ray Tune with ASHA and logged to MLflow; then
 `medtune analyze` from MLflow and from the Tune folder alone must give the same numbers, with every
 section of the report filled."""
@@ -8,12 +8,13 @@ from __future__ import annotations
 import filecmp
 import textwrap
 
+import numpy as np
 import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
 import search_spaces
-from analysis.loading import frames_equal_for_analysis, load_search
+from analysis.loading import SOURCE_COLUMNS, load_search
 from tuner.search import SearchRequest, run_search
 
 # A study module as a researcher would write one: heads x strategies (top-k at two depths) x seeds,
@@ -42,6 +43,19 @@ def define(s: Space) -> dict:
             "image_size": 28, "augment": False, "dropout": 0.0, "filters": 4 if head != "linear" else None}
 """
 NAME = "study"
+
+
+def frame_differences(a: pd.DataFrame, b: pd.DataFrame) -> list[str]:
+    """Differences between two trial frames outside ``SOURCE_COLUMNS`` (where each source keeps a
+    trial: they differ by design); empty when none."""
+    cols_a = [c for c in a.columns if c not in SOURCE_COLUMNS]
+    cols_b = [c for c in b.columns if c not in SOURCE_COLUMNS]
+    if cols_a != cols_b:
+        return [f"columns differ: {sorted(set(cols_a) ^ set(cols_b)) or 'order'}"]
+    if len(a) != len(b):
+        return [f"{len(a)} rows against {len(b)}"]
+    return [f"column {col!r} differs" for col in cols_a
+            if not a[col].reset_index(drop=True).equals(b[col].reset_index(drop=True))]
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +102,7 @@ def test_the_tune_folder_alone_gives_the_same_frame_as_mlflow(study):
     online = load_search(NAME, outcome.tracking_uri, storage)
     offline = load_search(NAME, storage=storage, source="tune")
     assert len(online.frame) == outcome.trials - outcome.errored == 16
-    assert frames_equal_for_analysis(online.frame, offline.frame) == []
+    assert frame_differences(online.frame, offline.frame) == []
     frame = online.frame
     assert set(frame["strategy"]) == {"ft", "lp", "topk"} and set(frame["unfreeze"].dropna()) == {1, 3}
     assert set(frame["head"]) == {"linear", "conv"} and set(frame["seed"]) == {0, 1}
@@ -182,3 +196,31 @@ def test_the_report_is_logged_to_the_parent_run(study, reports):
         "report/mixed_model.csv",
         "report/roc_curves.png",
     } <= logged
+
+
+def test_a_csv_manifest_is_named_alike_offline_and_from_mlflow(ray_here, breastmnist, tmp_path):
+    """The offline loader reads the data set's name that the search recorded (``trial_params`` in
+    ``medtune_search.json``, the same value MLflow holds as a param) instead of re-deriving it from
+    the request, where a ``.csv`` manifest came out as ``tiny.csv`` offline but ``tiny`` in MLflow."""
+    from PIL import Image
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    rows = []
+    for label in (0, 1):  # 16 real images per class: 8 train, 4 val, 4 test
+        for k, i in enumerate(np.flatnonzero(breastmnist.train.labels == label)[:16]):
+            Image.fromarray(breastmnist.train.images[i]).save(folder / f"{i}.png")
+            rows.append({"path": f"images/{i}.png", "label": int(label),
+                         "split": "train" if k < 8 else "val" if k < 12 else "test"})
+    manifest = tmp_path / "tiny.csv"
+    pd.DataFrame(rows).to_csv(manifest, index=False)
+    storage = tmp_path / "results"
+    outcome = run_search(SearchRequest(space="quick", dataset=str(manifest), search="random", num_samples=1,
+                                       max_epochs=1, pins={"head": "linear", "seed": 0, "lr": 0.01},
+                                       storage=str(storage), experiment="manifest"))
+    assert outcome.completed + outcome.stopped_early == 1
+    online = load_search("manifest", outcome.tracking_uri, storage)
+    offline = load_search("manifest", storage=storage, source="tune")
+    assert [s.dataset for s in online.searches] == [s.dataset for s in offline.searches] == ["tiny"]
+    assert list(online.frame["dataset"]) == list(offline.frame["dataset"]) == ["tiny"]
+    assert frame_differences(online.frame, offline.frame) == []

@@ -86,7 +86,8 @@ def write_experiment(
         json.dumps(
             {
                 "parent_run_id": None,
-                "tracking_uri": None,
+                "experiment": name,
+                "trial_params": {"dataset": dataset},  # the name the search logs with every trial
                 "request": {"space": space, "dataset": f"/data/{dataset}.npz", "search": "grid"},
             }
         )
@@ -746,7 +747,7 @@ def test_missing_test_scores_are_named_and_the_comparison_uses_the_next_best(tmp
     text = report.markdown_path.read_text()
     assert "1 trial(s) have no per-sample test scores" in text
     assert "have no test scores; the next best" in text
-    assert report.section_by_title("DeLong comparisons").status == "ok"
+    assert next(s for s in report.sections if s.title == "DeLong comparisons").status == "ok"
 
 
 def test_medtune_analyze_offline_cli(study_storage, tmp_path, capsys):

@@ -54,7 +54,7 @@ def test_module_entry_point_prints_no_traceback():
                            "--set", "unfreeze=3"], capture_output=True, text=True, cwd=REPO, env=env, timeout=120)
     assert done.returncode == 2
     assert "Traceback" not in done.stderr
-    assert "unfreeze=3 is a parameter of strategy topk" in done.stderr
+    assert "unfreeze=3 is a parameter of the topk strategy" in done.stderr
 
 
 def test_train_runs_one_trial_without_ray(small_npz, tmp_path, capsys):

@@ -1,7 +1,9 @@
-"""Data sources: the real MedMNIST file, image folders, transforms, and refusals of bad data."""
+"""Data sources: the real MedMNIST file, image folders (both layouts, patient IDs), transforms, and
+refusals of bad data."""
 
 from __future__ import annotations
 
+import warnings
 import zipfile
 
 import numpy as np
@@ -9,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from tuner.data import ImageDataset, build_transform, load_dataset
+from tuner.data import ImageDataset, PatientLeakWarning, build_transform, load_dataset
 from tuner.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from tuner.errors import ConfigError
 
@@ -116,3 +118,173 @@ def test_dataset_yields_label(breastmnist):
     dataset = ImageDataset(breastmnist.test, build_transform(32, augment=False))
     image, label = dataset[5]
     assert image.shape == (3, 32, 32) and label == int(breastmnist.test.labels[5])
+
+
+# --- image folder layouts and patient IDs -------------------------------------------------------------
+# Generated tiny PNGs whose first two pixels encode a code (the patient, or the image), so every decoded
+# image can be traced back to its file.
+
+
+def _png(path, code: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pixels = np.full((8, 8), 7, np.uint8)
+    pixels[0, 0], pixels[0, 1] = divmod(code, 256)
+    Image.fromarray(pixels).save(path)
+
+
+def _code(image: np.ndarray) -> int:
+    return int(image[0, 0]) * 256 + int(image[0, 1])
+
+
+def write_patient_folder(root, patients: int = 40):
+    """``root/<class>/P<id>_<k>.png``: each patient has 1-5 images, all of one class; every image
+    encodes its patient's number."""
+    rng = np.random.default_rng(0)
+    for patient in range(patients):
+        label = ("benign", "malignant")[patient % 2]
+        for k in range(int(rng.integers(1, 6))):
+            _png(root / label / f"P{patient:03d}_{k}.png", patient)
+    return root
+
+
+def _patients_per_split(data) -> dict[str, set[int]]:
+    return {name: {_code(img) for img in data.split(name).images} for name in ("train", "val", "test")}
+
+
+def test_folder_patient_regex_puts_no_patient_in_two_splits(tmp_path):
+    root = write_patient_folder(tmp_path / "patients")
+    total = sum(1 for _ in root.rglob("*.png"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", PatientLeakWarning)  # with patient IDs there is nothing to warn about
+        data = load_dataset(str(root), patient_regex=r"^(P\d+)_")
+    seen = _patients_per_split(data)
+    assert sum(len(data.split(name)) for name in ("train", "val", "test")) == total
+    assert not (seen["train"] & seen["val"]) and not (seen["train"] & seen["test"]) and not (seen["val"] & seen["test"])
+    assert seen["train"] | seen["val"] | seen["test"] == set(range(40))
+    # the patient IDs travel with the images (k-fold needs them)
+    for name in ("train", "val", "test"):
+        split = data.split(name)
+        assert [f"P{_code(img):03d}" for img in split.images] == split.groups.tolist()
+    # the same folder split per image does put patients in two splits: the regex is what prevents it
+    with pytest.warns(PatientLeakWarning):
+        ungrouped = _patients_per_split(load_dataset(str(root)))
+    assert ungrouped["train"] & (ungrouped["val"] | ungrouped["test"])
+
+
+def test_patient_regex_named_group_wins_over_group_one(tmp_path):
+    root = write_patient_folder(tmp_path / "patients")
+    data = load_dataset(str(root), patient_regex=r"^(P)(?P<patient>\d+)_")  # group 1 is "P" for everyone
+    assert len(set(data.train.groups) | set(data.val.groups) | set(data.test.groups)) == 40
+    seen = _patients_per_split(data)
+    assert not (seen["train"] & seen["val"]) and not (seen["train"] & seen["test"])
+
+
+def test_folder_split_without_patient_ids_warns_once(tmp_path):
+    root = write_patient_folder(tmp_path / "patients")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        load_dataset(str(root))
+    leaks = [w for w in caught if issubclass(w.category, PatientLeakWarning)]
+    assert len(leaks) == 1
+    assert "one patient may be in two splits" in str(leaks[0].message) and "--patient-regex" in str(leaks[0].message)
+
+
+def test_patient_regex_refusals(tmp_path, small_npz):
+    root = write_patient_folder(tmp_path / "patients")
+    with pytest.raises(ConfigError, match="--patient-regex '\\(P' is not a valid regular expression"):
+        load_dataset(str(root), patient_regex="(P")
+    _png(root / "benign" / "scan7.png", 1)
+    with pytest.raises(ConfigError, match="finds no patient ID in 1 file name.*scan7.png"):
+        load_dataset(str(root), patient_regex=r"^(P\d+)_")
+    with pytest.raises(ConfigError, match="applies to image folders only"):
+        load_dataset(str(small_npz), patient_regex=r"^(P\d+)_")
+
+
+def _write_split_layout(root, counts: dict[str, int], classes=("benign", "malignant")) -> dict[str, set[int]]:
+    """``root/<split>/<class>/<n>.png`` with ``counts[split]`` images per class; returns each split
+    folder's image codes (unique across the folder)."""
+    codes: dict[str, set[int]] = {}
+    code = 0
+    for split, per_class in counts.items():
+        codes[split] = set()
+        for name in classes:
+            for _ in range(per_class):
+                _png(root / split / name / f"{code}.png", code)
+                codes[split].add(code)
+                code += 1
+    return codes
+
+
+def test_train_val_test_folders_are_the_splits_and_classes_are_inside(tmp_path):
+    root = tmp_path / "given"
+    codes = _write_split_layout(root, {"Train": 12, "VAL": 5, "test": 4})  # split names in any case
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", PatientLeakWarning)  # nothing was split by medtune
+        data = load_dataset(str(root))
+    assert data.class_names == ("benign", "malignant") and data.task == "binary"
+    assert (len(data.train), len(data.val), len(data.test)) == (24, 10, 8)
+    for name, folder in (("train", "Train"), ("val", "VAL"), ("test", "test")):
+        split = data.split(name)
+        assert {_code(img) for img in split.images} == codes[folder]
+        assert np.bincount(split.labels).tolist() == [len(split) // 2] * 2
+    # labels follow the class folder, not the split folder
+    benign = {int(p.stem) for p in (root / "test" / "benign").iterdir()}
+    assert all((label == 0) == (_code(img) in benign) for img, label in zip(data.test.images, data.test.labels,
+                                                                            strict=True))
+
+
+def test_train_valid_folders_carve_test_from_train(tmp_path):
+    root = tmp_path / "kaggle"
+    codes = _write_split_layout(root, {"train": 34, "valid": 6})
+    with pytest.warns(PatientLeakWarning, match="the test split"):
+        data = load_dataset(str(root))
+    assert {_code(img) for img in data.val.images} == codes["valid"]  # the given val stays as given
+    train, test = ({_code(img) for img in data.split(name).images} for name in ("train", "test"))
+    assert train | test == codes["train"] and not train & test
+    assert len(test) == 8 and np.bincount(data.test.labels).tolist() == [4, 4]  # 2 of 17 parts, stratified
+
+
+def test_split_folders_with_patients_carve_val_grouped_and_refuse_a_leak(tmp_path):
+    root = tmp_path / "grouped"
+    write_patient_folder(root / "train")
+    write_patient_folder(root / "test", patients=10)  # patients 0-9 again: in train and test
+    with pytest.raises(ConfigError, match="patient\\(s\\) P000, P001.* appear in more than one split"):
+        load_dataset(str(root), patient_regex=r"^(P\d+)_")
+    for path in (root / "test").rglob("*.png"):
+        path.rename(path.with_name("Q" + path.name[1:]))
+    data = load_dataset(str(root), patient_regex=r"^([PQ]\d+)_")
+    assert set(data.test.groups) == {f"Q{i:03d}" for i in range(10)}
+    assert not set(data.train.groups) & set(data.val.groups) and len(data.val) > 0
+
+
+def test_folder_layout_refusals(tmp_path):
+    mixed = tmp_path / "mixed"
+    _write_split_layout(mixed, {"train": 3, "val": 2})
+    _png(mixed / "benign" / "1.png", 1)
+    with pytest.raises(ConfigError, match="mixes split folders \\(train, val\\) with other folders \\(benign\\)"):
+        load_dataset(str(mixed))
+    extra_class = tmp_path / "extra"
+    _write_split_layout(extra_class, {"train": 3, "val": 2})
+    _png(extra_class / "val" / "cyst" / "1.png", 1)
+    with pytest.raises(ConfigError, match="val folder .* class folder\\(s\\) cyst that train lacks"):
+        load_dataset(str(extra_class))
+    no_train = tmp_path / "notrain"
+    _write_split_layout(no_train, {"val": 3, "test": 2})
+    with pytest.raises(ConfigError, match="no train folder"):
+        load_dataset(str(no_train))
+    inverted = tmp_path / "inverted"
+    for name in ("benign", "malignant"):
+        _png(inverted / name / "train" / "1.png", 1)
+        _png(inverted / name / "test" / "2.png", 2)
+    with pytest.raises(ConfigError, match="holds split folders \\(test, train\\)"):
+        load_dataset(str(inverted))
+
+
+def test_folders_below_a_class_folder_are_not_classes(tmp_path):
+    root = tmp_path / "nested"
+    for code in range(40):
+        _png(root / ("benign" if code % 2 else "malignant") / f"scan{code % 3}" / f"{code}.png", code)
+    with pytest.warns(PatientLeakWarning):
+        data = load_dataset(str(root))
+    assert data.class_names == ("benign", "malignant")
+    assert sum(len(data.split(name)) for name in ("train", "val", "test")) == 40

@@ -12,9 +12,10 @@ from tests.sessions import CrashAfter
 from tuner.models import build_classifier, get_backbone
 from tuner.training import trial as trial_module
 from tuner.training.checkpoint import BEST_MODEL_FILE, STATE_FILE
-from tuner.training.feature_cache import FeatureCache, split_trunk
+from tuner.training.epoch_plan import EpochPlanner
 from tuner.training.session import LocalSession
 from tuner.training.trial import run_trial
+from tuner.training.trunk_split import split_trunk
 
 # batch 20 over 96 training images: four full batches and a partial one of 16, so both batch sizes
 # the cache stores are exercised; dropout in the head draws from the global random stream.
@@ -34,10 +35,10 @@ def start_file(tmp_path_factory) -> str:
 
 
 class _Caches(list):
-    """Records every FeatureCache run_trial makes."""
+    """Records every EpochPlanner run_trial makes."""
 
     def __call__(self, *args, **kwargs):
-        cache = FeatureCache(*args, **kwargs)
+        cache = EpochPlanner(*args, **kwargs)
         self.append(cache)
         return cache
 
@@ -45,7 +46,7 @@ class _Caches(list):
 def _run(config, data, out: Path, monkeypatch, *, cache: bool, session=None):
     monkeypatch.setenv("MEDTUNE_FEATURE_CACHE", "1" if cache else "0")
     caches = _Caches()
-    monkeypatch.setattr(trial_module, "FeatureCache", caches)
+    monkeypatch.setattr(trial_module, "EpochPlanner", caches)
     session = session or LocalSession(out)
     run_trial(config, data, session)
     state = torch.load(out / "checkpoint" / STATE_FILE, weights_only=True)

@@ -105,5 +105,5 @@ def test_multilabel_focal_loss_is_torchvisions_sigmoid_focal_loss_and_the_formul
 
 
 def test_default_losses_by_task():
-    assert isinstance(build_loss("binary", "ce", None, None), torch.nn.CrossEntropyLoss)
-    assert isinstance(build_loss("multilabel", "ce", None, None), torch.nn.BCEWithLogitsLoss)
+    assert isinstance(build_loss("binary", {"loss": "ce"}), torch.nn.CrossEntropyLoss)
+    assert isinstance(build_loss("multilabel", {"loss": "ce"}), torch.nn.BCEWithLogitsLoss)

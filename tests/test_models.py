@@ -10,7 +10,7 @@ from tuner.config import make_trial_config
 from tuner.errors import ConfigError
 from tuner.models import backbone_names, build_classifier, build_head, get_backbone
 from tuner.models.weights import imagenet_file, load_trunk_weights
-from tuner.strategies import get_strategy
+from tuner.strategies import build_strategy
 
 
 @pytest.mark.parametrize(("name", "grouping"), [(name, grouping) for name in backbone_names()
@@ -53,8 +53,8 @@ def test_kernel_size_from_config_reaches_the_model():
         config = make_trial_config({"backbone": "resnet18", "weights": "none", "head": "convskip",
                                     "kernel_size": k, "filters": 2, "dropout": 0.3})
         model = build_classifier(backbone="resnet18", weights="none", head="convskip", num_outputs=2,
-                                 dropout=config["dropout"], kernel_size=config["kernel_size"],
-                                 filters=config["filters"])
+                                 dropout=config["dropout"],
+                                 head_params={"kernel_size": config["kernel_size"], "filters": config["filters"]})
         assert model.head.conv.weight.shape == (2, 1, k)
         assert model.head.dropout.p == 0.3
 
@@ -87,7 +87,7 @@ def test_unfreeze_top_k_trains_exactly_those_groups(k):
     torch.manual_seed(k)
     model = build_classifier(backbone="resnet18", weights="none", head="linear", num_outputs=2)
     config = make_trial_config({"backbone": "resnet18", "weights": "none", "strategy": "topk", "unfreeze": k})
-    groups = get_strategy("topk").trainable_groups(config, model.num_groups, epoch=1)
+    groups = build_strategy(config, model.num_groups).trainable_groups(model.num_groups, epoch=1)
     model.set_trainable_groups(groups)
     assert set(groups) == set(range(model.num_groups - k, model.num_groups))
     for index in range(model.num_groups):
@@ -184,7 +184,8 @@ def test_small_input_resnets_keep_the_resolution_of_28px_images():
     stem leaves 7x7) and layer4 4x4 (instead of 1x1)."""
     sizes = {}
     for name in ("resnet18", "resnet18_small", "resnet50_small"):
-        model = build_classifier(backbone=name, weights="none", head="conv", num_outputs=2, kernel_size=3)
+        model = build_classifier(backbone=name, weights="none", head="conv", num_outputs=2,
+                                 head_params={"kernel_size": 3})
         seen = {}
         for layer in ("layer1", "layer4"):
             model.trunk.get_submodule(layer).register_forward_hook(

@@ -8,7 +8,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from analysis import load_test_scores, load_trials
-from analysis.report import write_report
+from analysis.report import build_report
 from tuner.search import SearchRequest, run_search
 
 
@@ -66,7 +66,7 @@ def test_load_trials_gives_one_typed_row_per_trial(finished_search):
 
 def test_report_is_written_and_logged_to_the_parent_run(finished_search, tmp_path):
     outcome, storage = finished_search
-    markdown = write_report("asha-test", tracking_uri=outcome.tracking_uri, out=tmp_path / "report")
+    markdown = build_report("asha-test", tracking_uri=outcome.tracking_uri, out=tmp_path / "report").markdown_path
     text = markdown.read_text()
     for section in ("## 1. Overview", "## 2. Mixed model", "## 3. Does each factor matter?",
                     "## 4. DeLong comparisons", "## 6. Effect plots", "## 7. Learning curves and overfitting",

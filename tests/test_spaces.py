@@ -7,9 +7,10 @@ import optuna
 import pytest
 
 from search_spaces import OptunaSpace, enumerate_space, get_space, space_names
+from tuner.cli import pins_from_pairs
 from tuner.config import TRIAL_DEFAULTS, make_trial_config
 from tuner.errors import ConfigError
-from tuner.search import SearchRequest, pins_from_pairs, prepare
+from tuner.search import SearchRequest, prepare
 
 
 def test_shipped_spaces_are_found():
@@ -79,8 +80,8 @@ def test_pins_from_pairs_types_values():
     ({"head": "transformer"}, "unknown head 'transformer'"),
     ({"strategy": "magic"}, "unknown strategy 'magic'"),
     ({"unfreeze": 9}, "unfreeze=9 is out of range: resnet50 has 5 layer groups"),
-    ({"head": "linear", "kernel_size": 3}, "kernel_size=3 only shapes"),
-    ({"strategy": "ft"}, "unfreeze=.* is a parameter of strategy topk"),
+    ({"head": "linear", "kernel_size": 3}, "kernel_size=3 is a parameter of the conv and convskip head"),
+    ({"strategy": "ft"}, "unfreeze=.* is a parameter of the topk strategy"),
     ({"image_size": 8}, "image_size=8 is too small"),
 ])
 def test_bad_values_are_refused_before_any_trial(pins, message):

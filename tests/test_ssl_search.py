@@ -83,9 +83,13 @@ def test_pretrain_search_keeps_the_encoder_with_the_best_validation_elbo(ray_loc
     best = min(children, key=lambda r: r.data.metrics["best_val_elbo"])
     for key in ("latent_dim", "beta", "lr"):
         assert parent.data.params[f"best_{key}"] == best.data.params[key]
-    for run in children:
+    for run in children:  # logged by the search's trial logger, with the pretraining layout
         assert len(client.get_metric_history(run.info.run_id, "val_elbo")) == int(run.data.metrics["epoch"])
         assert {"beta", "train_recon", "train_kl", "val_elbo"} <= set(run.data.metrics)
+        assert run.data.tags["medtune.role"] == "pretrain" and run.info.status == "FINISHED"
+        assert run.data.tags["medtune.outcome"] in ("completed", "stopped_early")
+        assert run.info.run_name.split("-", 1)[1].startswith(f"vae-z{run.data.params['latent_dim']}-")
+        assert "reconstructions.png" in {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {a.path for a in client.list_artifacts(parent.info.run_id, "encoder")} == {"encoder/encoder.pt",
                                                                                      "encoder/encoder.json"}
     meta = json.loads((storage / "vae-search" / "encoder.json").read_text())
@@ -93,3 +97,21 @@ def test_pretrain_search_keeps_the_encoder_with_the_best_validation_elbo(ray_loc
     assert meta["val_elbo"] == pytest.approx(best.data.metrics["best_val_elbo"])
     out = capsys.readouterr().out
     assert f"weights=ssl:{parent.info.run_id}" in out
+
+
+def test_pretrain_search_logging_survives_a_dead_tracking_store(tmp_path, capsys):
+    """The pretraining search logs through the search's resilient logger: a store that fails pauses
+    logging instead of failing the search."""
+    from types import SimpleNamespace
+
+    from tuner.pretrain.search import PRETRAIN_RUNS
+    from tuner.tracking import MlflowTrialLogger
+
+    broken = tmp_path / "mlflow.db"
+    broken.write_bytes(b"not a database" * 100)
+    logger = MlflowTrialLogger(f"sqlite:///{broken}", "0", "parent", {"dataset": "x"}, layout=PRETRAIN_RUNS)
+    trial = SimpleNamespace(trial_id="t1", config={"latent_dim": 8, "beta": 1.0, "lr": 1e-3}, path=str(tmp_path))
+    logger.on_trial_start(0, [trial], trial)
+    logger.on_trial_result(0, [trial], trial, {"epoch": 1, "val_elbo": 1.0})
+    assert logger.offline_since is not None
+    assert "MLflow logging failed" in capsys.readouterr().err

@@ -11,7 +11,7 @@ import torch
 from tuner.config import make_trial_config
 from tuner.errors import ConfigError
 from tuner.models import build_classifier, get_backbone
-from tuner.strategies import get_strategy, relative_gradient_norms, sp_penalty
+from tuner.strategies import build_strategy, relative_gradient_norms, sp_penalty
 from tuner.training.checkpoint import STATE_FILE
 from tuner.training.session import LocalSession
 from tuner.training.trial import _loaders, _rgn_scales, cosine_learning_rate, run_trial, set_learning_rates
@@ -30,7 +30,8 @@ def test_gradual_unfreezing_order_on_resnet50_paper_blocks(name, expected):
                                 "unfreeze_every": 2, "epochs": 14})
     groups = len(get_backbone("resnet50").layer_groups("paper"))
     assert groups == 6
-    got = [list(get_strategy(name).trainable_groups(config, groups, epoch)) for epoch in range(1, 15)]
+    strategy = build_strategy(config, groups)
+    got = [list(strategy.trainable_groups(groups, epoch)) for epoch in range(1, 15)]
     assert got == expected
 
 
@@ -61,7 +62,7 @@ def test_gradual_unfreezing_trains_the_expected_blocks_each_epoch(name, small_da
     sizes, head = _group_sizes("paper")
     full = make_trial_config(config)
     for epoch, metrics in enumerate(session.history, start=1):
-        groups = get_strategy(name).trainable_groups(full, len(sizes), epoch)
+        groups = build_strategy(full, len(sizes)).trainable_groups(len(sizes), epoch)
         assert metrics["n_trainable_params"] == head + sum(sizes[i] for i in groups)
     # epoch 1 trains the head alone: the trunk is exactly the starting trunk after it
     initial = session.trunks[0]
@@ -191,11 +192,11 @@ def test_early_stopping_with_patience(small_data, tmp_path):
 
 
 @pytest.mark.parametrize(("values", "message"), [
-    ({"strategy": "g_lf", "unfreeze_every": 0}, "unfreeze_every=0 must be an integer >= 1"),
+    ({"strategy": "g_lf", "unfreeze_every": 0}, "unfreeze_every=0 is out of range: it must be >= 1"),
     ({"strategy": "lp_ft", "lp_epochs": 10, "epochs": 10}, "lp_epochs=10 must be an integer from 1 to epochs - 1"),
-    ({"strategy": "lp", "lp_epochs": 2}, "lp_epochs=2 is a parameter of strategy lp_ft"),
-    ({"strategy": "ft", "sp_alpha": 0.1}, "sp_alpha=0.1 is a parameter of strategy l1_sp and l2_sp"),
-    ({"strategy": "auto_rgn", "unfreeze_every": 2}, "is a parameter of strategy g_lf and g_fl"),
+    ({"strategy": "lp", "lp_epochs": 2}, "lp_epochs=2 is a parameter of the lp_ft strategy"),
+    ({"strategy": "ft", "sp_alpha": 0.1}, "sp_alpha=0.1 is a parameter of the l1_sp and l2_sp strategy"),
+    ({"strategy": "auto_rgn", "unfreeze_every": 2}, "is a parameter of the g_lf and g_fl strategy"),
 ])
 def test_strategy_parameter_errors(values, message):
     with pytest.raises(ConfigError, match=message):

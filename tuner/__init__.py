@@ -2,6 +2,7 @@
 
 from importlib.metadata import PackageNotFoundError, version
 
+# Read from the installed package's metadata, so that the version is declared once (pyproject.toml).
 try:
     __version__ = version("medtune")
 except PackageNotFoundError:  # running from a source tree that was not installed

@@ -29,6 +29,9 @@ _fragment: torch.library.Library | None = None
 
 
 def _import_torchvision():
+    """torchvision, imported once for the whole process: the normal import where it works, else again
+    after defining the schemas its broken extension would have registered (see the module
+    docstring), so that the failure is handled in one place and not at every import site."""
     global _fragment
     try:
         import torchvision
@@ -45,4 +48,4 @@ def _import_torchvision():
     return torchvision
 
 
-torchvision = _import_torchvision()
+torchvision = _import_torchvision()  # the one name to import from here

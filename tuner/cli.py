@@ -4,9 +4,11 @@ writes the statistics of a finished search."""
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 from tuner.config import SELECTION_METRICS
 from tuner.errors import ConfigError
@@ -47,7 +49,7 @@ def _add_train(commands: argparse._SubParsersAction) -> None:
 
 
 def _add_pretrain(commands: argparse._SubParsersAction) -> None:
-    from tuner.pretrain.run import add_arguments  # argparse and tuner.pretrain's config only
+    from tuner.pretrain.cli import add_arguments  # argparse and the pretraining config only: cheap
 
     p = commands.add_parser("pretrain", help="self-supervised VAE pretraining of a backbone's trunk (weights=ssl:)",
                             description="Stage I of the VAE study: train a VAE whose encoder is a backbone's trunk "
@@ -75,7 +77,20 @@ def _add_sync(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--tracking-uri", help="MLflow URI (default $MLFLOW_TRACKING_URI, else sqlite in --storage)")
 
 
+def _add_weights(commands: argparse._SubParsersAction) -> None:
+    from tuner.models.convert import add_weights_import_arguments
+
+    weights = commands.add_parser("weights", help="prepare starting weights (import another library's checkpoint)")
+    actions = weights.add_subparsers(dest="weights_command", required=True)
+    add_weights_import_arguments(actions.add_parser(
+        "import", help="convert a checkpoint in another implementation's key names to a backbone's",
+        description="Convert a checkpoint written for another implementation of the same architecture (e.g. "
+                    "efficientnet_pytorch's EfficientNet-Lite0) into a medtune backbone's key names, checked "
+                    "tensor by tensor, for use as weights=<file>."))
+
+
 def build_parser() -> argparse.ArgumentParser:
+    """Every ``medtune`` subcommand and its arguments, in one parser (so ``medtune -h`` lists them all)."""
     parser = argparse.ArgumentParser(prog="medtune", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     _add_tune(commands)
@@ -83,10 +98,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_pretrain(commands)
     _add_analyze(commands)
     _add_sync(commands)
+    _add_weights(commands)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``medtune``: run one subcommand; bad input is one ``medtune: error:`` line and exit status 2,
+    never a traceback."""
     args = build_parser().parse_args(argv)
     try:
         if args.command == "tune":
@@ -94,9 +112,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "train":
             return _train(args)
         if args.command == "pretrain":
-            from tuner.pretrain.run import pretrain_command
+            from tuner.pretrain.cli import pretrain_command
 
             return pretrain_command(args)
+        if args.command == "weights":
+            from tuner.models.convert import weights_import_command
+
+            return weights_import_command(args)
         if args.command == "sync":
             from tuner.search import sync_search
 
@@ -112,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _tune(args: argparse.Namespace) -> int:
-    from tuner.search import SearchRequest, pins_from_pairs, run_search
+    from tuner.search import SearchRequest, run_search
 
     outcome = run_search(SearchRequest(
         space=args.space, dataset=args.dataset, data_root=args.data_root, num_samples=args.num_samples,
@@ -129,7 +151,7 @@ def _tune(args: argparse.Namespace) -> int:
     print(f"Tune results:  {outcome.experiment_dir}")
     print(f"MLflow runs:   {outcome.tracking_uri}  (experiment {outcome.experiment!r})")
     print(f"  view them:   mlflow ui --backend-store-uri {outcome.tracking_uri} --workers 1")
-    print(f"  analyse:     medtune analyze --experiment {outcome.experiment} --storage {args.storage}")
+    print(f"  analyze:     medtune analyze --experiment {outcome.experiment} --storage {args.storage}")
     return 0 if outcome.errored < outcome.trials else 1
 
 
@@ -137,7 +159,6 @@ def _train(args: argparse.Namespace) -> int:
     from search_spaces import enumerate_space, get_space
     from tuner.config import make_trial_config
     from tuner.data import load_dataset
-    from tuner.search import pins_from_pairs
     from tuner.training.session import LocalSession
     from tuner.training.trial import run_trial
 
@@ -150,3 +171,19 @@ def _train(args: argparse.Namespace) -> int:
     print(f"medtune: done; best val_auc={result['best_val_auc']:.4f} test_auc={result['test_auc']:.4f}; "
           f"checkpoint in {out / 'checkpoint'}")
     return 0
+
+
+def pins_from_pairs(pairs: list[str]) -> dict[str, Any]:
+    """``--set`` pairs (``["lr=1e-3", "head=conv"]``) to typed values: Python literals where they parse
+    (numbers, lists, None), ``true``/``false`` as booleans, anything else as the word itself."""
+    pins: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set {pair!r} is not key=value.")
+        try:
+            value = ast.literal_eval(raw)
+        except (ValueError, SyntaxError):
+            value = {"true": True, "false": False}.get(raw.lower(), raw)  # "none" stays a word (weights=none)
+        pins[key.strip()] = value
+    return pins

@@ -60,8 +60,9 @@ class Param:
             names = " or ".join(t.__name__ for t in types)
             raise ConfigError(f"{self.name}={value!r} must be of type {names} ({self.doc}).")
         if self.choices is not None and value not in self.choices:
-            raise ConfigError(f"{self.name}={value!r} is not allowed.{did_you_mean(value, [str(c) for c in self.choices])}"
-                              f" Use one of {', '.join(map(str, self.choices))}.")
+            allowed = [str(c) for c in self.choices]
+            raise ConfigError(f"{self.name}={value!r} is not allowed.{did_you_mean(value, allowed)}"
+                              f" Use one of {', '.join(allowed)}.")
         too_low = self.low is not None and (value <= self.low if self.low_open else value < self.low)
         too_high = self.high is not None and (value >= self.high if self.high_open else value > self.high)
         if too_low or too_high:

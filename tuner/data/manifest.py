@@ -15,17 +15,27 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from sklearn.model_selection import StratifiedGroupKFold
 
-from tuner.data.folder import DEFAULT_FRACTIONS, decode_images
-from tuner.data.splits import SPLIT_NAMES, DatasetSplits, Split
+from tuner.data.folder import decode_images
+from tuner.data.splits import (
+    SPLIT_NAMES,
+    SPLIT_PARTS,
+    DatasetSplits,
+    Split,
+    check_patients_within_splits,
+    grouped_split,
+    stratification_labels,
+    take,
+)
 from tuner.errors import ConfigError
 
+# Columns that are not labels: everything else in the manifest is one.
 RESERVED = ("path", "patient_id", "split")
-_FOLDS = 20  # 75/15/10 = 15/3/2 folds of 20
 
 
 def load_manifest(path: Path, *, split_seed: int = 0) -> DatasetSplits:
+    """Read the manifest, check every file and label, decode the images, and split them (the given
+    ``split`` column, or a made split grouped by ``patient_id``)."""
     try:
         table = pd.read_csv(path)
     except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as error:
@@ -46,7 +56,6 @@ def load_manifest(path: Path, *, split_seed: int = 0) -> DatasetSplits:
         class_names = tuple(sorted(values.unique()))
         labels = values.map({name: i for i, name in enumerate(class_names)}).to_numpy(np.int64)
         task = "binary" if len(class_names) == 2 else "multiclass"
-        strata = labels
     else:
         matrix = table[label_columns]
         bad = [c for c in label_columns if not matrix[c].isin([0, 1]).all()]
@@ -56,21 +65,19 @@ def load_manifest(path: Path, *, split_seed: int = 0) -> DatasetSplits:
                               f"{matrix[bad[0]][~matrix[bad[0]].isin([0, 1])].iloc[0]!r}).")
         labels = matrix.to_numpy(np.float32)
         class_names, task = tuple(label_columns), "multilabel"
-        strata = _rarest_label(labels)
 
-    groups = table["patient_id"].astype(str).to_numpy() if "patient_id" in table else np.arange(len(table))
+    patients = table["patient_id"].astype(str).to_numpy() if "patient_id" in table else None
     if "split" in table:
         assignment = _given_splits(table, path)
+        if patients is not None:
+            check_patients_within_splits(assignment, patients, source=f"manifest {path}")
     else:
-        assignment = _grouped_stratified_split(strata, groups, split_seed)
-    images = decode_images(files)
-
-    def take(name: str) -> Split:
-        index = np.flatnonzero(assignment == name)
-        return Split(images=[images[i] for i in index], labels=labels[index])
-
+        assignment = grouped_split(stratification_labels(labels),
+                                   np.arange(len(table)) if patients is None else patients,
+                                   SPLIT_PARTS, split_seed, source=f"manifest {path}")
+    everything = Split(images=decode_images(files), labels=labels, groups=patients)
     return DatasetSplits(name=path.stem, task=task, class_names=class_names,
-                         **{name: take(name) for name in SPLIT_NAMES})
+                         **{name: take(everything, np.flatnonzero(assignment == name)) for name in SPLIT_NAMES})
 
 
 def _given_splits(table: pd.DataFrame, path: Path) -> np.ndarray:
@@ -78,27 +85,5 @@ def _given_splits(table: pd.DataFrame, path: Path) -> np.ndarray:
     unknown = sorted(set(split) - set(SPLIT_NAMES))
     if unknown:
         raise ConfigError(f"manifest {path}: split values must be train, val or test, not {', '.join(unknown)}.")
-    if "patient_id" in table:
-        per_patient = table.assign(split=split).groupby(table["patient_id"].astype(str))["split"].nunique()
-        leaking = per_patient[per_patient > 1].index.tolist()
-        if leaking:
-            raise ConfigError(f"manifest {path}: patient(s) {', '.join(leaking[:5])} appear in more than one split; "
-                              "a patient's images must all be in one split.")
     return split.to_numpy()
 
-
-def _rarest_label(labels: np.ndarray) -> np.ndarray:
-    """For stratifying a multi-label set: each image's rarest positive label (-1 when it has none)."""
-    frequency = labels.sum(axis=0)
-    masked = np.where(labels > 0, frequency, np.inf)
-    return np.where(labels.any(axis=1), masked.argmin(axis=1), -1)
-
-
-def _grouped_stratified_split(strata: np.ndarray, groups: np.ndarray, seed: int) -> np.ndarray:
-    folds = np.empty(len(strata), dtype=np.int64)
-    splitter = StratifiedGroupKFold(n_splits=_FOLDS, shuffle=True, random_state=seed)
-    for fold, (_, index) in enumerate(splitter.split(np.zeros(len(strata)), strata, groups)):
-        folds[index] = fold
-    train_folds = round(DEFAULT_FRACTIONS[0] * _FOLDS)
-    val_folds = round(DEFAULT_FRACTIONS[1] * _FOLDS)
-    return np.where(folds < train_folds, "train", np.where(folds < train_folds + val_folds, "val", "test"))

@@ -64,6 +64,7 @@ def is_medmnist_name(name: str) -> bool:
 
 
 def known_names() -> list[str]:
+    """The MedMNIST base names medtune knows, for error messages that list the choices."""
     return sorted(_DATASETS)
 
 

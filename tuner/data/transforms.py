@@ -1,19 +1,24 @@
-"""Per-image preprocessing: grayscale to 3 channels, resize, optional augmentation, ImageNet
-normalisation. Works on uint8 numpy arrays, since images are decoded once up front."""
+"""Per-image preprocessing: grayscale to 3 channels, resize, optional augmentation, normalisation with
+the mean and std the starting weights expect. Works on uint8 numpy arrays, since images are decoded
+once up front.
+
+Each transform declares whether it draws random numbers (``ImageTransform.random``): code that would
+compute an image's result once and reuse it (the frozen-prefix feature cache) asks the transform,
+instead of guessing from a flag or from names.
+"""
 
 from __future__ import annotations
-
-from collections.abc import Callable
 
 import numpy as np
 import torch
 
 from tuner._torchvision import torchvision
+from tuner.spec import IMAGENET_PREPROCESSING, Preprocessing
 
 v2 = torchvision.transforms.v2
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+IMAGENET_MEAN = IMAGENET_PREPROCESSING.mean
+IMAGENET_STD = IMAGENET_PREPROCESSING.std
 # The ConvSkip paper's augmentation: small rotations, shifts and shears.
 AUGMENT_ROTATION_DEG = 15.0
 AUGMENT_SHIFT = 0.1
@@ -29,21 +34,35 @@ def to_chw_tensor(image: np.ndarray) -> torch.Tensor:
     return tensor.permute(2, 0, 1).contiguous()
 
 
-def build_transform(image_size: int, *, augment: bool, resize_size: int | None = None
-                    ) -> Callable[[np.ndarray], torch.Tensor]:
+class ImageTransform:
+    """A uint8 image to a normalised float tensor; ``random`` says whether calling it twice on one image
+    can give two results (augmentation), so a caller may cache the output exactly when it is False."""
+
+    def __init__(self, steps: list, *, random: bool) -> None:
+        self.pipeline = v2.Compose(steps)
+        self.random = random
+
+    def __call__(self, image: np.ndarray) -> torch.Tensor:
+        return self.pipeline(image)
+
+
+def build_transform(image_size: int, *, augment: bool, resize_size: int | None = None,
+                    preprocessing: Preprocessing = IMAGENET_PREPROCESSING) -> ImageTransform:
     """The transform of one split: augmentation only where ``augment`` (the training split).
 
     Without ``resize_size`` the image is resized to ``image_size`` square. With it, the shorter side is
     resized to ``resize_size`` (aspect ratio kept) and the centre ``image_size`` square is cropped, the
-    torchvision ImageNet recipe the fine-tuning-strategies paper uses (232 or 256, then 224)."""
-    steps: list[Callable] = [to_chw_tensor]
+    torchvision ImageNet recipe the fine-tuning-strategies paper uses (232 or 256, then 224). The
+    normalisation is ``preprocessing``'s: that of the weights the trunk starts from."""
+    steps: list = [to_chw_tensor]
+    interpolation = v2.InterpolationMode(preprocessing.interpolation)
     if resize_size is None:
-        steps.append(v2.Resize((image_size, image_size), antialias=True))
+        steps.append(v2.Resize((image_size, image_size), interpolation=interpolation, antialias=True))
     else:
-        steps += [v2.Resize(resize_size, antialias=True), v2.CenterCrop(image_size)]
+        steps += [v2.Resize(resize_size, interpolation=interpolation, antialias=True), v2.CenterCrop(image_size)]
     if augment:
         steps.append(v2.RandomAffine(degrees=AUGMENT_ROTATION_DEG,
                                      translate=(AUGMENT_SHIFT, AUGMENT_SHIFT),
                                      shear=AUGMENT_SHEAR_DEG))
-    steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
-    return v2.Compose(steps)
+    steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(preprocessing.mean, preprocessing.std)]
+    return ImageTransform(steps, random=augment)

@@ -1,4 +1,5 @@
-"""The backbones medtune ships, each with its layer groups.
+"""The backbones medtune ships, each with its layer groups, and the ``timm/<model name>`` family (any timm
+model, declared on first use from its own ``group_matcher``: ``tuner.models.timm_backbones``).
 
 ``stages`` groupings (5 groups each, stem first) mean the same depth of network in every family:
 ResNets: stem (conv1 + bn1), layer1..layer4. DenseNet-121: stem, each dense block with the transition
@@ -28,7 +29,8 @@ from collections.abc import Callable
 from torch import nn
 
 from tuner._torchvision import torchvision
-from tuner.models.registry import BackboneSpec, LayerGroups, register_backbone
+from tuner.models.registry import BackboneSpec, LayerGroups, register_backbone, register_backbone_family
+from tuner.models.timm_backbones import FAMILY_DOC, TIMM_PREFIX, timm_backbone
 
 models = torchvision.models
 
@@ -146,3 +148,6 @@ register_backbone(BackboneSpec(
          (*(f"features.{i}" for i in range(13, 17)), "classifier.0", "classifier.2")))},
     min_image_size=32,
 ))
+
+# Every timm model, declared on first use with its own layer groups (see tuner.models.timm_backbones).
+register_backbone_family(TIMM_PREFIX, timm_backbone, FAMILY_DOC)

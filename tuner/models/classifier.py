@@ -8,6 +8,9 @@ in trainable groups trains normally.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -17,6 +20,9 @@ from tuner.models.weights import load_trunk_weights
 
 
 class Classifier(nn.Module):
+    """A trunk and a head, with the trunk divided into its declared layer groups: the unit every
+    strategy freezes and unfreezes, so no strategy needs to know an architecture's module names."""
+
     def __init__(self, spec: BackboneSpec, trunk: nn.Module, head: nn.Module, layer_groups: LayerGroups) -> None:
         super().__init__()
         self.spec = spec
@@ -30,16 +36,19 @@ class Classifier(nn.Module):
 
     @property
     def num_groups(self) -> int:
+        """How many layer groups the trunk has (stem first)."""
         return len(self.groups)
 
     @property
     def trainable_groups(self) -> frozenset[int]:
+        """The groups that train now; the epoch plan keys its stored frozen outputs by them."""
         return self._trainable_groups
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.head(self.trunk(images))
 
     def group_parameters(self, index: int) -> list[nn.Parameter]:
+        """Every parameter of group ``index``: what freezing that group freezes."""
         return [p for module in self.groups[index] for p in module.parameters()]
 
     def set_trainable_groups(self, indices: frozenset[int] | set[int] | range) -> None:
@@ -53,6 +62,8 @@ class Classifier(nn.Module):
         self.train(self.training)
 
     def train(self, mode: bool = True) -> Classifier:
+        """Train or eval mode, except that frozen groups always stay in eval mode, so their BatchNorm
+        statistics stay the pretrained ones and a frozen layer is bit-identical after training."""
         super().train(mode)
         if mode:
             for index in set(range(self.num_groups)) - self._trainable_groups:
@@ -62,14 +73,16 @@ class Classifier(nn.Module):
 
 
 def build_classifier(*, backbone: str, weights: str, head: str, num_outputs: int, dropout: float = 0.0,
-                     kernel_size: int | None = None, filters: int | None = None,
-                     hidden_ratio: float | None = None, layer_groups: str = DEFAULT_GROUPING) -> Classifier:
-    """Build the trunk, load its starting weights, and put the head in place of its classifier."""
+                     head_params: Mapping[str, Any] | None = None,
+                     layer_groups: str = DEFAULT_GROUPING) -> Classifier:
+    """Build the trunk, load its starting weights, and put the head in place of its classifier.
+
+    ``head_params`` are the head's own parameters (``{"kernel_size": 5}`` for ``conv``); a missing one
+    gets the head's default."""
     spec = get_backbone(backbone)
     groups = spec.layer_groups(layer_groups)
     trunk = spec.build(weights=None)
     trunk.set_submodule(spec.classifier_attr, nn.Identity())
     load_trunk_weights(trunk, spec, weights)
-    head_module = build_head(head, spec.feature_dim, num_outputs, dropout=dropout, kernel_size=kernel_size,
-                             filters=filters, hidden_ratio=hidden_ratio)
+    head_module = build_head(head, spec.feature_dim, num_outputs, dropout=dropout, **(head_params or {}))
     return Classifier(spec, trunk, head_module, groups)

@@ -5,31 +5,43 @@ as a 1-channel sequence, so neighbouring features are combined before the final 
 ``convskip`` adds a linear branch straight from the features to the logits, summed with the conv
 path. ``kernel_size`` and ``filters`` shape the convolution itself (weight (filters, 1, kernel_size),
 "same" padding), so a searched kernel size always changes the model.
+
+Each head is declared once, as a ``HeadSpec`` in ``HEADS``, with its parameters; config checking,
+defaults, refusals and the README's table read that declaration. A new head is a module class plus one
+``HEADS.register`` call (a parameter two heads share is one ``Param`` both list).
 """
 
 from __future__ import annotations
 
-from difflib import get_close_matches
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
 
-from tuner.errors import ConfigError
+from tuner.spec import Component, Param, Registry, refuse_foreign_params, unknown_name
 
-DEFAULT_KERNEL_SIZE = 3
-DEFAULT_FILTERS = 8
-DEFAULT_HIDDEN_RATIO = 0.5
+KERNEL_SIZE = Param("kernel_size", int, 3, "length of the 1-D convolution over the feature vector", low=1)
+FILTERS = Param("filters", int, 8, "output channels of the 1-D convolution", low=1)
+HIDDEN_RATIO = Param("hidden_ratio", (int, float), 0.5, "hidden width of the MLP over the feature width",
+                     low=0.0, low_open=True)
 
-# Which optional knobs each head reads; a knob given to a head that ignores it is an error.
-HEAD_KNOBS: dict[str, tuple[str, ...]] = {
-    "linear": (),
-    "conv": ("kernel_size", "filters"),
-    "convskip": ("kernel_size", "filters"),
-    "mlp": ("hidden_ratio",),
-}
+
+@dataclass(frozen=True)
+class HeadSpec(Component):
+    """A head's one declaration: name, doc, parameters, and ``build(in_features, num_outputs, dropout,
+    **own_values)`` returning the module."""
+
+    build: Callable[..., nn.Module] = field(kw_only=True)
+
+
+HEADS: Registry[HeadSpec] = Registry("head")
 
 
 class LinearHead(nn.Sequential):
+    """Dropout, then one linear layer: the classic head that fine-tuning replaces the classifier with."""
+
     def __init__(self, in_features: int, num_outputs: int, dropout: float) -> None:
         super().__init__(nn.Dropout(dropout), nn.Linear(in_features, num_outputs))
 
@@ -62,33 +74,28 @@ class ConvSkipHead(ConvHead):
 
 
 class MLPHead(nn.Sequential):
+    """Linear to ``hidden_ratio`` times the feature width (at least 1), ReLU, dropout, linear."""
+
     def __init__(self, in_features: int, num_outputs: int, dropout: float, hidden_ratio: float) -> None:
         hidden = max(1, round(in_features * hidden_ratio))
         super().__init__(nn.Linear(in_features, hidden), nn.ReLU(), nn.Dropout(dropout),
                          nn.Linear(hidden, num_outputs))
 
 
-def head_names() -> list[str]:
-    return sorted(HEAD_KNOBS)
+HEADS.register(HeadSpec("linear", "dropout, then one linear layer", build=LinearHead))
+HEADS.register(HeadSpec("conv", "1-D convolution along the feature vector, ReLU, then a linear layer",
+                        (KERNEL_SIZE, FILTERS), build=ConvHead))
+HEADS.register(HeadSpec("convskip", "the conv head plus a linear skip branch from the features to the logits",
+                        (KERNEL_SIZE, FILTERS), build=ConvSkipHead))
+HEADS.register(HeadSpec("mlp", "linear, ReLU, dropout, linear", (HIDDEN_RATIO,), build=MLPHead))
 
 
-def check_head(name: str) -> None:
-    if name not in HEAD_KNOBS:
-        close = get_close_matches(str(name), HEAD_KNOBS, n=1)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise ConfigError(f"unknown head {name!r}. Known heads: {', '.join(head_names())}.{hint}")
-
-
-def build_head(name: str, in_features: int, num_outputs: int, *, dropout: float = 0.0,
-               kernel_size: int | None = None, filters: int | None = None,
-               hidden_ratio: float | None = None) -> nn.Module:
-    check_head(name)
-    if name == "linear":
-        return LinearHead(in_features, num_outputs, dropout)
-    if name == "mlp":
-        return MLPHead(in_features, num_outputs, dropout,
-                       DEFAULT_HIDDEN_RATIO if hidden_ratio is None else hidden_ratio)
-    head_class = ConvHead if name == "conv" else ConvSkipHead
-    return head_class(in_features, num_outputs, dropout,
-                      DEFAULT_KERNEL_SIZE if kernel_size is None else kernel_size,
-                      DEFAULT_FILTERS if filters is None else filters)
+def build_head(name: str, in_features: int, num_outputs: int, *, dropout: float = 0.0, **params: Any) -> nn.Module:
+    """The head called ``name`` on ``in_features`` features; ``params`` are its own parameters (a missing
+    one gets its default, each value is checked, another head's parameter is refused)."""
+    spec = HEADS.get(name)
+    unknown = sorted(set(params) - set(HEADS.params()))
+    if unknown:
+        raise unknown_name("head parameter", unknown[0], HEADS.params())
+    refuse_foreign_params(HEADS, spec, params)
+    return spec.build(in_features, num_outputs, dropout, **spec.own_values(params))

@@ -6,8 +6,13 @@ run id>`` (stage II).
 - ``vae``: the model, the decoder's size rule, the ELBO terms and the KL warm-up schedule;
 - ``config``: pretraining parameters and their checks;
 - ``train``: the training loop (images only) and the encoder snapshots;
-- ``encoder``: ``encoder.pt`` + ``encoder.json`` on disk, and resolving ``ssl:`` references;
-- ``run``: ``medtune pretrain`` (one run, MLflow); ``search``: ``medtune pretrain --search`` (Ray Tune).
+- ``encoder``: ``encoder.pt`` + ``encoder.json`` on disk, resolving ``ssl:`` references, and the
+  ``ssl:`` weight source (registered with ``tuner.models.weights``' registry);
+- ``request``: what both pretraining commands are asked and give back (request, outcome, naming,
+  tracking store, output folder);
+- ``run``: ``medtune pretrain`` (one run, MLflow); ``search``: ``medtune pretrain --search`` (Ray Tune,
+  through the search's cluster start-up, Tuner build and resilient MLflow logger);
+- ``cli``: the command line.
 """
 
 from tuner.pretrain.config import PRETRAIN_DEFAULTS, make_pretrain_config

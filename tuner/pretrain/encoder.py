@@ -11,6 +11,9 @@ to MLflow under the artifact folder ``encoder/``. ``ssl:<reference>`` accepts:
 
 Before any training the encoder is checked against the requested backbone: its ``encoder.json``
 names the backbone it was pretrained with, and its tensors must match the trunk's keys and shapes.
+
+This module registers the ``ssl:`` weight source (``SslEncoder``): ``tuner.models`` never imports the
+pretraining side, so the form exists once this module is imported (``tuner.weight_sources`` does).
 """
 
 from __future__ import annotations
@@ -27,13 +30,16 @@ import torch
 
 from tuner.errors import ConfigError
 from tuner.models.registry import BackboneSpec
-from tuner.models.weights import SSL_PREFIX, describe_mismatch, weights_dir
+from tuner.models.weights import WeightSource, describe_mismatch, register_weight_source, weights_dir
+from tuner.pretrain.vae import INPUT_PREPROCESSING, build_trunk
+from tuner.spec import Preprocessing
 
 ENCODER_FILE = "encoder.pt"
 META_FILE = "encoder.json"
 ARTIFACT_DIR = "encoder"  # the MLflow artifact folder holding both
 FORMAT = "medtune-ssl-vae-encoder/1"
 TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"
+SSL_PREFIX = "ssl:"  # weights=ssl:<encoder.pt path or MLflow run id>
 _RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 _checked: dict[tuple[str, float, str], None] = {}
 
@@ -115,8 +121,6 @@ def check_encoder_fits(spec: BackboneSpec, path: Path, weights: str | None = Non
 
 def _trunk_shapes(spec: BackboneSpec) -> dict[str, tuple[int, ...]]:
     """The trunk's tensor shapes, from a trunk built on the meta device (no memory, no init cost)."""
-    from tuner.pretrain.vae import build_trunk
-
     with torch.device("meta"):
         trunk = build_trunk(spec)
     return {k: tuple(v.shape) for k, v in trunk.state_dict().items()}
@@ -161,3 +165,26 @@ def _download(run_id: str) -> Path:
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return cache / ENCODER_FILE
+
+
+class SslEncoder(WeightSource):
+    """``ssl:<encoder.pt, its folder, or an MLflow run id>``: an encoder from ``medtune pretrain``,
+    checked against the backbone before any training; its images are preprocessed as in pretraining."""
+
+    def recognises(self, spec: BackboneSpec, value: str) -> bool:
+        return value.startswith(SSL_PREFIX)
+
+    def check(self, spec: BackboneSpec, value: str) -> None:
+        if not value[len(SSL_PREFIX):].strip():
+            raise ConfigError(f"weights={value!r} names no SSL encoder: use ssl:<encoder.pt path> or ssl:<MLflow "
+                              "run id> of a `medtune pretrain` run.")
+
+    def file(self, spec: BackboneSpec, value: str) -> Path | None:
+        return resolve_ssl_encoder(spec, value[len(SSL_PREFIX):])
+
+    def preprocessing(self, spec: BackboneSpec, value: str) -> Preprocessing:
+        return INPUT_PREPROCESSING
+
+
+register_weight_source(SslEncoder("ssl", "an encoder pretrained by `medtune pretrain`",
+                                  form="ssl:<encoder file or MLflow run id>"))

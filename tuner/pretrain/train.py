@@ -17,10 +17,9 @@ import numpy as np
 import torch
 
 from tuner.data import DatasetSplits, build_transform
-from tuner.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from tuner.models import get_backbone
 from tuner.pretrain.encoder import save_encoder
-from tuner.pretrain.vae import VAE, kl_beta, vae_loss, vae_terms
+from tuner.pretrain.vae import INPUT_PREPROCESSING, VAE, kl_beta, vae_loss, vae_terms
 
 RECONSTRUCTIONS_FILE = "reconstructions.png"
 N_RECONSTRUCTIONS = 8
@@ -154,9 +153,9 @@ def _validate(vae: VAE, loader, config: dict[str, Any], device: torch.device) ->
 
 
 def unnormalise(images: torch.Tensor) -> torch.Tensor:
-    """ImageNet-normalised input back to the [0, 1] image the decoder reconstructs."""
-    mean = torch.tensor(IMAGENET_MEAN, device=images.device).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=images.device).view(1, 3, 1, 1)
+    """The encoder's normalised input back to the [0, 1] image the decoder reconstructs."""
+    mean = torch.tensor(INPUT_PREPROCESSING.mean, device=images.device).view(1, 3, 1, 1)
+    std = torch.tensor(INPUT_PREPROCESSING.std, device=images.device).view(1, 3, 1, 1)
     return (images * std + mean).clamp(0.0, 1.0)
 
 

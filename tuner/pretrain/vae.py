@@ -35,10 +35,14 @@ from torch.nn import functional
 
 from tuner.errors import ConfigError
 from tuner.models.registry import BackboneSpec
+from tuner.spec import IMAGENET_PREPROCESSING, Preprocessing
 
 DECODER_BASES = (4, 5, 6, 7)  # the side of the decoder's first grid
 MIN_DECODER_CHANNELS = 16
 LOGVAR_RANGE = (-30.0, 20.0)  # keeps exp(logvar) finite early in training
+# The encoder's input space: ``build_transform``'s default normalisation, the one stage II applies to
+# the classifier's images, so an ``ssl:`` trunk sees images as it did in pretraining.
+INPUT_PREPROCESSING: Preprocessing = IMAGENET_PREPROCESSING
 
 
 def build_trunk(spec: BackboneSpec) -> nn.Module:
@@ -66,6 +70,8 @@ def nearest_decodable_sizes(image_size: int) -> tuple[int | None, int]:
 
 
 def check_decodable(image_size: int) -> tuple[int, int]:
+    """The decoder's ``(b, k)`` for ``image_size``; a size it cannot reach is refused, naming the
+    nearest sizes it can (checked with the config, before any data is read)."""
     geometry = decoder_geometry(image_size)
     if geometry is None:
         below, above = nearest_decodable_sizes(max(int(image_size), 1))
@@ -78,6 +84,8 @@ def check_decodable(image_size: int) -> tuple[int, int]:
 
 
 class Decoder(nn.Module):
+    """z to the logits of a 3-channel ``image_size`` image (the geometry in the module docstring)."""
+
     def __init__(self, latent_dim: int, image_size: int, width: int) -> None:
         super().__init__()
         self.base, steps = check_decodable(image_size)
@@ -108,6 +116,7 @@ class VAE(nn.Module):
         self.decoder = Decoder(latent_dim, image_size, decoder_width)
 
     def encode(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The posterior's ``mu`` and ``logvar`` (clamped, so ``exp`` stays finite early in training)."""
         features = self.encoder(images)
         return self.mu(features), self.logvar(features).clamp(*LOGVAR_RANGE)
 

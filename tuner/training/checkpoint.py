@@ -37,6 +37,8 @@ class Progress:
 def save_checkpoint(folder: Path, *, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                     loader_generator: torch.Generator, progress: Progress,
                     best_model: dict[str, torch.Tensor], test_scores: pd.DataFrame | None) -> None:
+    """Write everything a bit-exact resume needs (weights, optimizer, RNG states, progress) plus the best
+    epoch's weights and per-sample test scores, which DeLong tests read."""
     folder.mkdir(parents=True, exist_ok=True)
     with _without_crc32():
         torch.save({
@@ -65,6 +67,8 @@ def _without_crc32() -> Iterator[None]:
 def load_checkpoint(folder: Path, *, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                     loader_generator: torch.Generator
                     ) -> tuple[Progress, dict[str, torch.Tensor], pd.DataFrame | None]:
+    """Restore ``model``, ``optimizer`` and the RNG states from ``folder``; returns the progress, the best
+    weights and the best epoch's test scores, so a resumed trial continues exactly where it stopped."""
     # Training draws random numbers only from torch (augmentation, dropout, shuffling), so the torch
     # states are all a bit-exact resume needs.
     state = torch.load(folder / STATE_FILE, map_location="cpu", weights_only=True)

@@ -17,6 +17,8 @@ from tuner.training.losses import probabilities
 
 @dataclass
 class Evaluation:
+    """One pass over a split: its mean loss and the per-sample outputs every metric (and DeLong) is computed from."""
+
     loss: float
     probs: np.ndarray  # (N, C) class probabilities (softmax; per-label sigmoid for multi-label)
     labels: np.ndarray  # (N,) class indices, or (N, C) 0/1 for multi-label
@@ -33,6 +35,7 @@ class Precision:
         self.device_type = device.type
 
     def autocast(self) -> contextlib.AbstractContextManager:
+        """The context forward passes run in: autocast where mixed precision is on, else nothing."""
         if not self.enabled:
             return contextlib.nullcontext()
         return torch.autocast(self.device_type, dtype=self.dtype)
@@ -75,6 +78,8 @@ def train_one_epoch(model: nn.Module, loader: torch.utils.data.DataLoader, optim
 @torch.no_grad()
 def evaluate(model: nn.Module, loader: torch.utils.data.DataLoader, loss_fn: nn.Module,
              device: torch.device, precision: Precision, task: Task) -> Evaluation:
+    """Score ``model`` on ``loader`` in eval mode without gradients; non-finite outputs mean the weights
+    diverged, which ends the trial as diverged rather than scoring garbage."""
     model.eval()
     total_loss, probs, labels = 0.0, [], []
     for images, batch_labels in loader:

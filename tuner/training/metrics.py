@@ -35,10 +35,6 @@ def predictions(probs: np.ndarray, task: Task) -> np.ndarray:
     return np.eye(probs.shape[1], dtype=np.int64)[probs.argmax(axis=1)]
 
 
-def accuracy(labels: np.ndarray, probs: np.ndarray, task: Task) -> float:
-    return float(accuracy_score(indicator(labels, probs.shape[1]), predictions(probs, task)))
-
-
 def classification_metrics(labels: np.ndarray, probs: np.ndarray, task: Task) -> dict[str, float]:
     """``auc, map, acc, macro_acc, kappa, f1`` and per-class ``auc_c<k>``."""
     truth, predicted = indicator(labels, probs.shape[1]), predictions(probs, task)

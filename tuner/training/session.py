@@ -15,6 +15,9 @@ from typing import Any, Protocol
 
 
 class TrialSession(Protocol):
+    """Where a trial reports each epoch and finds its checkpoint: the trial code is the same under Tune
+    and in ``medtune train``, and only this differs."""
+
     def latest_checkpoint(self) -> AbstractContextManager[Path | None]:
         """The folder of the checkpoint to resume from (None for a fresh start), readable while the
         context is open."""
@@ -45,6 +48,7 @@ class TuneSession:
             yield Path(folder)
 
     def report(self, metrics: dict[str, Any], checkpoint: Path) -> None:
+        """Hand the epoch's metrics and checkpoint to Tune, with where the trial ran (for MLflow's tags)."""
         import ray
         from ray import tune
 
@@ -75,9 +79,11 @@ class LocalSession:
 
     @contextmanager
     def latest_checkpoint(self) -> Iterator[Path | None]:
+        """``out_dir/checkpoint`` when resuming and it exists, else None (a fresh start)."""
         yield self.checkpoint_dir if self.resume and self.checkpoint_dir.is_dir() else None
 
     def report(self, metrics: dict[str, Any], checkpoint: Path) -> None:
+        """Print the epoch as one JSON line and keep its checkpoint as the newest (for ``--resume``)."""
         self.history.append(metrics)
         print(json.dumps(metrics), flush=True)
         if self.checkpoint_dir.exists():

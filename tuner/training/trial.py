@@ -18,17 +18,22 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import nn
+from torch.utils.data import DataLoader
 
 from tuner.config import make_trial_config
 from tuner.data import DatasetSplits, ImageDataset, build_transform
+from tuner.data.transforms import ImageTransform
 from tuner.errors import ConfigError
-from tuner.models import Classifier, build_classifier
-from tuner.strategies import Strategy, get_strategy, relative_gradient_norms
+from tuner.models import HEADS, Classifier, build_classifier
+from tuner.models.weights import preprocessing_for
+from tuner.spec import Preprocessing
+from tuner.strategies import Strategy, build_strategy, relative_gradient_norms
 from tuner.training.checkpoint import Progress, load_checkpoint, save_checkpoint
-from tuner.training.feature_cache import FeatureCache
+from tuner.training.epoch_plan import EpochPlanner
 from tuner.training.loop import Evaluation, Precision, evaluate, train_one_epoch
 from tuner.training.losses import build_loss
 from tuner.training.metrics import classification_metrics
+from tuner.training.optimizers import build_optimizer
 from tuner.training.session import TrialSession
 
 
@@ -40,22 +45,19 @@ def run_trial(config: dict[str, Any], data: DatasetSplits, session: TrialSession
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
     model = build_classifier(backbone=config["backbone"], weights=config["weights"], head=config["head"],
-                             num_outputs=data.num_classes, dropout=config["dropout"],
-                             kernel_size=config["kernel_size"], filters=config["filters"],
-                             hidden_ratio=config["hidden_ratio"], layer_groups=config["layer_groups"]).to(device)
-    strategy = get_strategy(config["strategy"])
+                             head_params=HEADS.get(config["head"]).own_values(config), num_outputs=data.num_classes,
+                             dropout=config["dropout"], layer_groups=config["layer_groups"]).to(device)
+    strategy = build_strategy(config, model.num_groups)
     # The starting trunk, for strategies whose penalty pulls towards it (a copy of the trunk: kept only there).
     start_weights = ({name: p.detach().clone() for name, p in model.trunk.named_parameters()}
                      if type(strategy).penalty is not Strategy.penalty else {})
     loader_generator = torch.Generator().manual_seed(config["seed"])
-    train_loader, val_loader, test_loader = _loaders(data, config, loader_generator, device)
-    optimizer = _optimizer(model, config, per_tensor=strategy.per_tensor_learning_rates)
-    loss_fn = build_loss(data.task, config["loss"], config["focal_gamma"], config["focal_alpha"])
+    preprocessing = preprocessing_for(model.spec, config["weights"])
+    loaders = build_loaders(data, config, preprocessing, loader_generator, device)
+    optimizer = build_optimizer(model, config, per_tensor=strategy.per_tensor_learning_rates)
+    loss_fn = build_loss(data.task, config)
     precision = Precision(device, config["amp"])
-    # Where the trunk's trainable groups are a suffix and the images are not augmented, the frozen
-    # prefix's outputs are computed once and the epochs run only the rest (same results; see there).
-    cache = FeatureCache((train_loader, val_loader, test_loader), augment=config["augment"], precision=precision,
-                         device=device)
+    planner = EpochPlanner(model, loaders, precision=precision, device=device)
 
     # No copy of the starting weights as "best": epoch 1 always becomes the best epoch (best_epoch == 0).
     progress, best_model, test_scores = Progress(), {}, None
@@ -66,15 +68,16 @@ def run_trial(config: dict[str, Any], data: DatasetSplits, session: TrialSession
 
     result: dict[str, Any] = {}
     for epoch in range(progress.epoch + 1, config["epochs"] + 1):
-        model.set_trainable_groups(strategy.trainable_groups(config, model.num_groups, epoch))
-        net, epoch_train, epoch_val, epoch_test = cache.select(model)
+        model.set_trainable_groups(strategy.trainable_groups(model.num_groups, epoch))
+        # What this epoch runs: the classifier on images, or its trainable part on stored frozen outputs.
+        plan = planner.plan()
         lr = cosine_learning_rate(config["lr"], epoch, config["epochs"])
-        scales = (_rgn_scales(model, train_loader, loss_fn, device, precision)
+        scales = (_rgn_scales(model, data, config, preprocessing, loss_fn, device, precision)
                   if strategy.per_tensor_learning_rates else None)
         set_learning_rates(optimizer, lr, scales)
-        train_loss, train_acc = train_one_epoch(net, epoch_train, optimizer, loss_fn, device, precision,
-                                                data.task, lambda: strategy.penalty(config, model, start_weights))
-        val = evaluate(net, epoch_val, loss_fn, device, precision, data.task)
+        train_loss, train_acc = train_one_epoch(plan.model, plan.train, optimizer, loss_fn, device, precision,
+                                                data.task, lambda: strategy.penalty(model, start_weights))
+        val = evaluate(plan.model, plan.val, loss_fn, device, precision, data.task)
         val_metrics = _prefixed("val", val, data)
 
         progress.epoch = epoch
@@ -83,7 +86,7 @@ def run_trial(config: dict[str, Any], data: DatasetSplits, session: TrialSession
             progress.best_score, progress.best_epoch = score, epoch
             progress.best_val_auc = val_metrics["val_auc"]
             best_model = _cpu_state(model)
-            test = evaluate(net, epoch_test, loss_fn, device, precision, data.task)
+            test = evaluate(plan.model, plan.test, loss_fn, device, precision, data.task)
             progress.test_metrics = _prefixed("test", test, data)
             test_scores = scores_frame(test.labels, test.probs)
         patience_over = config["patience"] is not None and epoch - progress.best_epoch >= config["patience"]
@@ -142,13 +145,12 @@ def _prefixed(prefix: str, evaluation: Evaluation, data: DatasetSplits) -> dict[
     return {f"{prefix}_loss": evaluation.loss, **{f"{prefix}_{k}": v for k, v in metrics.items()}}
 
 
-def _rgn_scales(model: Classifier, loader: torch.utils.data.DataLoader, loss_fn: nn.Module,
-                device: torch.device, precision: Precision) -> list[float]:
+def _rgn_scales(model: Classifier, data: DatasetSplits, config: dict[str, Any], preprocessing: Preprocessing,
+                loss_fn: nn.Module, device: torch.device, precision: Precision) -> list[float]:
     """Auto-RGN: gradients of one fixed batch (the first training images, unaugmented, so the measure
     uses no random numbers) at the current weights; the optimizer is not stepped."""
-    dataset = loader.dataset
-    plain = ImageDataset(dataset.split, dataset.eval_transform)
-    images, labels = next(iter(torch.utils.data.DataLoader(plain, batch_size=loader.batch_size)))
+    plain = ImageDataset(data.train, _eval_transform(config, preprocessing))
+    images, labels = next(iter(torch.utils.data.DataLoader(plain, batch_size=config["batch_size"])))
     model.train()
     model.zero_grad(set_to_none=True)
     with precision.autocast():
@@ -169,27 +171,23 @@ def _cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().clone() for k, v in copy.copy(model.state_dict()).items()}
 
 
-def _loaders(data: DatasetSplits, config: dict[str, Any], generator: torch.Generator, device: torch.device):
-    """The training loader shuffles with its own seeded generator (saved in checkpoints) and drops a
-    last batch of one, which BatchNorm cannot normalise."""
-    size, batch, resize = config["image_size"], config["batch_size"], config["resize_size"]
-    eval_transform = build_transform(size, augment=False, resize_size=resize)
-    train_set = ImageDataset(data.train, build_transform(size, augment=config["augment"], resize_size=resize))
-    train_set.eval_transform = eval_transform
+def _eval_transform(config: dict[str, Any], preprocessing: Preprocessing) -> ImageTransform:
+    return build_transform(config["image_size"], augment=False, resize_size=config["resize_size"],
+                           preprocessing=preprocessing)
+
+
+def build_loaders(data: DatasetSplits, config: dict[str, Any], preprocessing: Preprocessing, generator: torch.Generator,
+             device: torch.device) -> tuple[DataLoader, DataLoader, DataLoader]:
+    """Train, validation and test loaders. The training loader shuffles with its own seeded generator
+    (saved in checkpoints) and drops a last batch of one, which BatchNorm cannot normalise."""
+    batch = config["batch_size"]
+    train_set = ImageDataset(data.train, build_transform(config["image_size"], augment=config["augment"],
+                                                         resize_size=config["resize_size"],
+                                                         preprocessing=preprocessing))
     pin = device.type == "cuda"
-    train_loader = torch.utils.data.DataLoader(
-        train_set, batch_size=batch, shuffle=True, generator=generator, pin_memory=pin,
-        drop_last=len(train_set) % batch == 1)
-    eval_loaders = [torch.utils.data.DataLoader(ImageDataset(split, eval_transform), batch_size=max(batch, 128),
-                                                pin_memory=pin) for split in (data.val, data.test)]
-    return train_loader, *eval_loaders
-
-
-def _optimizer(model: nn.Module, config: dict[str, Any], *, per_tensor: bool) -> torch.optim.Optimizer:
-    """Over every parameter (frozen ones get no gradient and are skipped); one group per tensor when
-    each tensor gets its own learning rate."""
-    params = [{"params": [p]} for p in model.parameters()] if per_tensor else model.parameters()
-    lr, decay = config["lr"], config["weight_decay"]
-    if config["optimizer"] == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=config["momentum"], nesterov=True, weight_decay=decay)
-    return torch.optim.Adam(params, lr=lr, weight_decay=decay)
+    train_loader = DataLoader(train_set, batch_size=batch, shuffle=True, generator=generator, pin_memory=pin,
+                              drop_last=len(train_set) % batch == 1)
+    eval_transform = _eval_transform(config, preprocessing)
+    val_loader, test_loader = (DataLoader(ImageDataset(split, eval_transform), batch_size=max(batch, 128),
+                                          pin_memory=pin) for split in (data.val, data.test))
+    return train_loader, val_loader, test_loader

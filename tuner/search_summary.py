@@ -1,0 +1,45 @@
+"""What a finished search amounts to (``SearchOutcome``): trials by how they ended, and the best one."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tuner.tracking import trial_outcome
+
+
+@dataclass
+class SearchOutcome:
+    """The counts and the best trial a search ends with, and where its results are, for the CLI's
+    summary and for tests and benchmarks that run searches."""
+
+    experiment: str
+    experiment_dir: Path
+    tracking_uri: str
+    parent_run_id: str
+    trials: int
+    completed: int
+    stopped_early: int  # by ASHA or by the trial's own early stopping (patience)
+    errored: int
+    best: dict[str, Any] | None
+
+
+def summarise(results: Any, name: str, experiment_dir: Path, tracking_uri: str, parent_run_id: str) -> SearchOutcome:
+    """The outcome of Tune's ``ResultGrid``: each trial counted once by how it ended, and the best by
+    its own best selection score (``best_score``), with its test metrics."""
+    completed = stopped = errored = 0
+    for result in results:
+        if result.error is not None:
+            errored += 1
+        elif trial_outcome(result.config, result.metrics or {}) == "completed":
+            completed += 1
+        else:
+            stopped += 1
+    best = None
+    if errored < len(results):
+        top = results.get_best_result(metric="best_score", mode="max", scope="last")
+        best = {"config": top.config, **{k: top.metrics.get(k) for k in ("best_score", "best_val_auc", "test_auc",
+                                                                          "test_acc")}}
+    return SearchOutcome(name, experiment_dir, tracking_uri, parent_run_id, len(results), completed, stopped,
+                         errored, best)

@@ -1,0 +1,135 @@
+"""The tracking store: which MLflow URI a command logs to, reaching it, its experiment, and the runs
+a command starts. Written once here so ``medtune tune``, ``medtune sync`` and ``medtune pretrain``
+(single run and search) choose and open the store the same way.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mlflow.entities import Param
+from mlflow.tracking import MlflowClient
+
+from tuner import __version__
+from tuner.errors import ConfigError
+
+TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"
+ROLE_TAG = "medtune.role"  # search | pretrain | pretrain-search: what a top-level run is
+
+
+def default_tracking_uri(storage: Path) -> str:
+    """A SQLite store inside the results folder: logging works with no server to start."""
+    return f"sqlite:///{storage / 'mlflow.db'}"
+
+
+def resolve_tracking_uri(given: str | None, storage: Path) -> str:
+    """``--tracking-uri``, else ``$MLFLOW_TRACKING_URI``, else SQLite in ``storage``; and MLflow's
+    HTTP retries bounded, since every command that resolves a store is about to talk to it."""
+    limit_mlflow_retries()
+    return given or os.environ.get(TRACKING_URI_ENV) or default_tracking_uri(storage)
+
+
+def limit_mlflow_retries() -> None:
+    """MLflow's HTTP client retries a dead server for minutes per call by default; a driver must not
+    stall that long (the trial logger retries on its own schedule instead). A value the user set wins."""
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "15")
+
+
+def artifact_root(tracking_uri: str, storage: Path) -> Path | None:
+    """A local store keeps artifacts beside it in ``storage``; a server decides for itself."""
+    return storage / "mlartifacts" if tracking_uri.startswith(("sqlite:", "file:", "/")) else None
+
+
+def redact(uri: str) -> str:
+    """A URI with its password replaced, for logs and params: ``postgresql://u:***@host/db``."""
+    parts = urllib.parse.urlsplit(uri)
+    if parts.password is None:
+        return uri
+    netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+
+
+def check_reachable(tracking_uri: str, timeout_s: float = 5.0) -> None:
+    """Fail in seconds, not after MLflow's retries, when an HTTP tracking server does not answer."""
+    parts = urllib.parse.urlsplit(tracking_uri)
+    if parts.scheme not in ("http", "https"):
+        return
+    netloc = parts.hostname + (f":{parts.port}" if parts.port else "")
+    health = urllib.parse.urlunsplit((parts.scheme, netloc, parts.path.rstrip("/") + "/health", "", ""))
+    try:
+        urllib.request.urlopen(health, timeout=timeout_s).close()
+    except (urllib.error.URLError, OSError) as error:
+        raise ConfigError(f"the MLflow tracking server {redact(tracking_uri)} does not answer ({error}). Start "
+                          "it, or fix --tracking-uri / $MLFLOW_TRACKING_URI.") from error
+
+
+def open_experiment(tracking_uri: str, name: str, artifact_location: Path | None) -> tuple[MlflowClient, str]:
+    """The MLflow experiment ``name`` (created if new); fails early if the store cannot be reached."""
+    check_reachable(tracking_uri)
+    client = MlflowClient(tracking_uri)
+    try:
+        experiment = client.get_experiment_by_name(name)
+        if experiment is not None:
+            return client, experiment.experiment_id
+        location = artifact_location.as_uri() if artifact_location is not None else None
+        return client, client.create_experiment(name, artifact_location=location)
+    except Exception as error:  # mlflow raises many types for an unreachable store
+        raise ConfigError(f"cannot reach the MLflow tracking store {redact(tracking_uri)!r} "
+                          f"({type(error).__name__}: {str(error)[:300]}). Start the server or fix "
+                          "--tracking-uri / $MLFLOW_TRACKING_URI.") from error
+
+
+@dataclass(frozen=True)
+class TrackingStore:
+    """An opened store: the client, the experiment's id, and the URI it was opened with (for logs and
+    for the trial logger, which opens its own client on the driver)."""
+
+    client: MlflowClient
+    experiment_id: str
+    tracking_uri: str
+
+
+def open_store(storage: Path, experiment: str, tracking_uri: str | None = None) -> TrackingStore:
+    """The experiment ``experiment`` in the store a command logs to (``resolve_tracking_uri``), with a
+    local store's artifacts in ``storage``; ``storage`` is created, since a SQLite store lives there."""
+    uri = resolve_tracking_uri(tracking_uri, storage)
+    storage.mkdir(parents=True, exist_ok=True)
+    client, experiment_id = open_experiment(uri, experiment, artifact_root(uri, storage))
+    return TrackingStore(client, experiment_id, uri)
+
+
+def git_commit() -> str:
+    """The code's commit, tagged on every top-level run so a result can be traced to its code."""
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
+                              cwd=Path(__file__).parent, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"  # e.g. a `ray job submit` working dir, which carries no .git
+
+
+def param_value(value: Any) -> str:
+    """How a value is written as an MLflow param: lists and dicts as JSON (the analysis reads them
+    back), anything else as ``str``."""
+    return json.dumps(value) if isinstance(value, list | dict) else str(value)
+
+
+def start_run(client: MlflowClient, experiment_id: str, run_name: str, params: Mapping[str, Any], *, role: str,
+              artifacts: Mapping[str, Path] | None = None) -> str:
+    """A top-level run (a search's parent, or a pretraining run) tagged with its role, the medtune
+    version and the commit, with its params and ``artifacts`` (artifact folder -> file) logged."""
+    run = client.create_run(experiment_id, run_name=run_name, tags={
+        "medtune.version": __version__, "medtune.git_commit": git_commit(), ROLE_TAG: role})
+    client.log_batch(run.info.run_id, params=[Param(k, param_value(v)) for k, v in params.items()])
+    for folder, path in (artifacts or {}).items():
+        client.log_artifact(run.info.run_id, str(path), artifact_path=folder)
+    return run.info.run_id
