@@ -17,6 +17,7 @@ from typing import Any
 from tuner.cluster import init_ray
 from tuner.data import DatasetSplits, load_dataset
 from tuner.errors import ConfigError
+from tuner.schema import SEARCH_FILE
 from tuner.search_request import SearchRequest, prepare
 from tuner.search_summary import SearchOutcome, summarise
 from tuner.tracking import (
@@ -31,7 +32,6 @@ from tuner.tune_build import search_tuner, with_data
 
 __all__ = ["SEARCH_FILE", "SearchOutcome", "SearchRequest", "prepare", "run_search", "sync_search"]
 
-SEARCH_FILE = "medtune_search.json"  # in the Tune experiment folder: what --resume needs
 
 
 def run_search(request: SearchRequest) -> SearchOutcome:

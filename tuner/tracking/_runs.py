@@ -19,13 +19,9 @@ from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
+from tuner.schema import OUTCOME_TAG, TEST_SCORES_FILE, TEST_SCORES_TAG, TRIAL_ID_TAG, trial_outcome
 from tuner.tracking._store import open_experiment, param_value
-from tuner.training.checkpoint import TEST_SCORES_FILE
 
-TRIAL_ID_TAG = "medtune.trial_id"
-# completed | stopped_early (ASHA) | early_stopping (patience) | diverged (non-finite loss) | errored
-OUTCOME_TAG = "medtune.outcome"
-TEST_SCORES_TAG = "medtune.test_scores"  # artifact path of the per-sample test scores, once logged
 _PLACEMENT_TAGS = {"node_id": "medtune.node_id", "cuda_visible_devices": "medtune.cuda_visible_devices",
                    "stop_reason": "medtune.stop_reason"}
 
@@ -38,16 +34,6 @@ def trial_run_name(config: Mapping[str, Any]) -> str:
         if weights.startswith("ssl:") else "file"
     lr = config.get("lr", 0)
     return f"{config.get('backbone')}-{config.get('head')}-{depth}-lr{lr:.0e}-{source}-s{config.get('seed')}"
-
-
-def trial_outcome(config: Mapping[str, Any], last_result: Mapping[str, Any]) -> str:
-    """How a trial that ended without an error ended: all its epochs, its loss diverging, its own
-    early stopping (patience), or stopped by the scheduler (ASHA)."""
-    if last_result.get("diverged"):
-        return "diverged"
-    if last_result.get("stopped_by_patience"):
-        return "early_stopping"
-    return "completed" if last_result.get("epoch", 0) >= config.get("epochs", 0) else "stopped_early"
 
 
 def search_run_name(trial: Any) -> str:

@@ -21,9 +21,9 @@ from mlflow.tracking import MlflowClient
 
 from tuner import __version__
 from tuner.errors import ConfigError
+from tuner.schema import ROLE_TAG
 
 TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"
-ROLE_TAG = "medtune.role"  # search | pretrain | pretrain-search: what a top-level run is
 
 
 def default_tracking_uri(storage: Path) -> str:

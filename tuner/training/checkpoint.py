@@ -18,9 +18,10 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from tuner.schema import TEST_SCORES_FILE
+
 STATE_FILE = "state.pt"
 BEST_MODEL_FILE = "best_model.pt"
-TEST_SCORES_FILE = "test_scores.csv"
 
 
 @dataclass
