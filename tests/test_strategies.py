@@ -11,10 +11,11 @@ import torch
 from tuner.config import make_trial_config
 from tuner.errors import ConfigError
 from tuner.models import build_classifier, get_backbone
+from tuner.spec import IMAGENET_PREPROCESSING
 from tuner.strategies import build_strategy, relative_gradient_norms, sp_penalty
 from tuner.training.checkpoint import STATE_FILE
 from tuner.training.session import LocalSession
-from tuner.training.trial import _loaders, _rgn_scales, cosine_learning_rate, run_trial, set_learning_rates
+from tuner.training.trial import _rgn_scales, cosine_learning_rate, run_trial, set_learning_rates
 
 BASE = {"backbone": "resnet18", "head": "linear", "image_size": 28, "batch_size": 32, "lr": 0.01, "seed": 5}
 
@@ -137,11 +138,11 @@ def test_auto_rgn_learning_rates_are_normalised_relative_gradient_norms(small_da
     config = make_trial_config({**BASE, "weights": "none", "strategy": "auto_rgn", "epochs": 2})
     torch.manual_seed(0)
     model = build_classifier(backbone="resnet18", weights="none", head="linear", num_outputs=2)
-    train_loader, _, _ = _loaders(small_data, config, torch.Generator().manual_seed(0), torch.device("cpu"))
     loss_fn = torch.nn.CrossEntropyLoss()
     from tuner.training.loop import Precision
 
-    scales = _rgn_scales(model, train_loader, loss_fn, torch.device("cpu"), Precision(torch.device("cpu"), False))
+    scales = _rgn_scales(model, small_data, config, IMAGENET_PREPROCESSING, loss_fn, torch.device("cpu"),
+                         Precision(torch.device("cpu"), False))
 
     # independently: the first 32 training images, unaugmented, one backward pass
     from tuner.data import build_transform
