@@ -22,6 +22,8 @@ EXPECTED = {
     "lp_cache": ["lp_cache.epoch_speedup.resnet18.lp", "lp_cache.epoch_speedup.densenet121.lp",
                  "lp_cache.bit_identical.resnet18.lp", "lp_cache.bit_identical.densenet121.lp"],
     "quality": ["quality.test_auc_mean", "quality.test_acc_mean"],
+    "transfer": ["transfer.test_auc.lp.32.imagenet", "transfer.test_auc.ft.32.random",
+                 "transfer.imagenet_minus_random.ft.32", "transfer.cpu_minutes"],
 }
 
 
