@@ -96,8 +96,8 @@ def main() -> None:
     total = sum(r["seconds"] for r in rows)
     for size in sizes:
         for strategy in args.strategies.split(","):
-            cell = {arm: [r["test_auc"] for r in rows if (r["size"], r["strategy"], r["weights"]) == (size, strategy, arm)]
-                    for arm in arms}
+            cell = {arm: [r["test_auc"] for r in rows
+                          if (r["size"], r["strategy"], r["weights"]) == (size, strategy, arm)] for arm in arms}
             for arm, values in cell.items():
                 mean, half = interval(values)
                 figure(f"transfer.test_auc.{strategy}.{size}.{arm}", mean, what=f"± {half:.3f} (95% t over "
