@@ -40,6 +40,7 @@ system-packages:
 
 demo: $(STAMP)
 	$(BIN)/medtune tune --space quick --dataset breastmnist --num-samples 12 \
+		--confirm-per-level head --confirm-seeds 3 \
 		--storage $(DEMO_STORAGE) --experiment $(DEMO_EXPERIMENT)
 	$(BIN)/medtune analyze --experiment $(DEMO_EXPERIMENT) --storage $(DEMO_STORAGE)
 

@@ -16,7 +16,7 @@ _EXPORTS = {
     "auc_ci": "analysis.delong",
     "delong_test": "analysis.delong",
     "delong_unpaired": "analysis.delong",
-    "holm": "analysis.comparisons",
+    "holm": "analysis.multiplicity",
     "load_search": "analysis.loading",
     "load_test_scores": "analysis.loading",
     "load_trials": "analysis.loading",
@@ -25,7 +25,12 @@ _EXPORTS = {
     "fit_mixed_model": "analysis.mixed_model",
     "likelihood_ratio_tests": "analysis.modeling",
     "param_importances": "analysis.importance",
-    "AnalysisOptions": "analysis.report",
+    "parametric_bootstrap": "analysis.small_sample",
+    "replicate_bootstrap": "analysis.replicate_bootstrap",
+    "expected_max": "analysis.tuning_curves",
+    "tuning_curve": "analysis.tuning_curves",
+    "split_stages": "analysis.stages",
+    "AnalysisOptions": "analysis.context",
     "build_report": "analysis.report",
 }
 

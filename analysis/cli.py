@@ -44,8 +44,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--random",
-        help="comma-separated random-effect columns (default seed,dataset; crossed when both vary); "
-        "'none' for fixed effects only",
+        help="comma-separated random-effect columns (default config_id,dataset: the configuration its seeds "
+        "replicate, and the data set; crossed when both vary); 'none' for fixed effects only",
     )
     parser.add_argument("--logit", action="store_true", help="model logit(metric): for AUCs near 1")
     parser.add_argument(
@@ -59,9 +59,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--compare-mode",
         choices=["best", "pooled"],
-        default="best",
         help="best: each level's best trial by validation AUC; pooled: its best configuration with every "
-        "seed's test scores averaged",
+        "seed's test scores averaged (default: pooled on confirmation runs, best on search trials)",
     )
     parser.add_argument(
         "--alternative",
@@ -70,6 +69,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="DeLong alternative: greater = the level beats the reference",
     )
     parser.add_argument("--alpha", type=float, default=0.05, help="significance level and 1 - CI level")
+    parser.add_argument(
+        "--include-stopped",
+        action="store_true",
+        help="exploratory analyses (no confirmation runs) pool the trials that ASHA or patience stopped, or that "
+        "diverged, with those that ran their whole budget (default: complete budgets only; the report's "
+        "sensitivity section shows both either way)",
+    )
+    parser.add_argument("--resamples", type=int, default=2000,
+                        help="resamples of the bootstrap over seeds and test cases (default 2000)")
+    parser.add_argument("--refits", type=int, default=199,
+                        help="refits of the mixed model's parametric bootstrap when groups are few; 0 skips it")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -79,6 +89,10 @@ def run(args: argparse.Namespace) -> int:
 
     if not 0 < args.alpha < 1:
         raise ConfigError(f"--alpha {args.alpha} must be between 0 and 1, e.g. 0.05.")
+    if args.resamples < 100:
+        raise ConfigError(f"--resamples {args.resamples} is too few for a 95% interval; use at least 100, e.g. 2000.")
+    if args.refits < 0:
+        raise ConfigError(f"--refits {args.refits} must be 0 (no parametric bootstrap) or more, e.g. 199.")
     random = None
     if args.random is not None:
         random = (
@@ -95,6 +109,9 @@ def run(args: argparse.Namespace) -> int:
         compare_mode=args.compare_mode,
         alternative=args.alternative,
         alpha=args.alpha,
+        include_stopped=args.include_stopped,
+        resamples=args.resamples,
+        refits=args.refits,
     )
     report = build_report(
         args.experiment,

@@ -25,10 +25,9 @@ from typing import Any
 import numpy as np
 from scipy.stats import norm, rankdata
 
+from analysis.delong_inputs import as_labels, as_scores, check_options, class_counts
+
 __all__ = ["DelongResult", "auc_ci", "delong_test", "delong_unpaired"]
-
-_ALTERNATIVES = ("two-sided", "greater", "less")
-
 
 @dataclass(frozen=True)
 class DelongResult:
@@ -89,11 +88,11 @@ def delong_test(
     The variance of the difference uses the covariance of the two models' placement values,
     which is what makes the test paired (and much more powerful than comparing two CIs).
     """
-    _check_options(alternative, alpha)
-    y = _as_labels(y_true, "y_true")
-    a = _as_scores(scores_a, "scores_a", len(y))
-    b = _as_scores(scores_b, "scores_b", len(y))
-    n_pos, n_neg = _class_counts(y, "y_true")
+    check_options(alternative, alpha)
+    y = as_labels(y_true, "y_true")
+    a = as_scores(scores_a, "scores_a", len(y))
+    b = as_scores(scores_b, "scores_b", len(y))
+    n_pos, n_neg = class_counts(y, "y_true")
 
     auc_a, v10_a, v01_a = _placements(y, a)
     auc_b, v10_b, v01_b = _placements(y, b)
@@ -122,13 +121,13 @@ def delong_unpaired(
     referred to the standard normal like the paired test (DeLong 1988; Hanley & McNeil 1983).
     The two p-values differ by well under 1% relative once each test set has ~100 cases.
     """
-    _check_options(alternative, alpha)
-    ya = _as_labels(y_a, "y_a")
-    yb = _as_labels(y_b, "y_b")
-    a = _as_scores(scores_a, "scores_a", len(ya), labels_name="y_a")
-    b = _as_scores(scores_b, "scores_b", len(yb), labels_name="y_b")
-    pos_a, neg_a = _class_counts(ya, "y_a")
-    pos_b, neg_b = _class_counts(yb, "y_b")
+    check_options(alternative, alpha)
+    ya = as_labels(y_a, "y_a")
+    yb = as_labels(y_b, "y_b")
+    a = as_scores(scores_a, "scores_a", len(ya), labels_name="y_a")
+    b = as_scores(scores_b, "scores_b", len(yb), labels_name="y_b")
+    pos_a, neg_a = class_counts(ya, "y_a")
+    pos_b, neg_b = class_counts(yb, "y_b")
 
     auc_a, v10_a, v01_a = _placements(ya, a)
     auc_b, v10_b, v01_b = _placements(yb, b)
@@ -155,10 +154,10 @@ def auc_ci(y_true: Any, scores: Any, alpha: float = 0.05) -> tuple[float, float,
     Near 0 or 1 the normal interval is crude; it is kept because it is the standard one and
     matches what reviewers reproduce with pROC.
     """
-    _check_options("two-sided", alpha)
-    y = _as_labels(y_true, "y_true")
-    s = _as_scores(scores, "scores", len(y))
-    _class_counts(y, "y_true")
+    check_options("two-sided", alpha)
+    y = as_labels(y_true, "y_true")
+    s = as_scores(scores, "scores", len(y))
+    class_counts(y, "y_true")
     auc, v10, v01 = _placements(y, s)
     low, high = _normal_ci(auc, _delong_variance(v10, v01), alpha, clip=True)
     return auc, low, high
@@ -249,83 +248,3 @@ def _normal_ci(center: float, var: float, alpha: float, *, clip: bool) -> tuple[
     if clip:
         low, high = max(low, 0.0), min(high, 1.0)
     return low, high
-
-
-# --------------------------------------------------------------------------------------------
-# input checks
-
-
-def _check_options(alternative: str, alpha: float) -> None:
-    if alternative not in _ALTERNATIVES:
-        raise ValueError(
-            f"alternative={alternative!r} is not one of {', '.join(map(repr, _ALTERNATIVES))}: "
-            "use 'greater' to test AUC_a > AUC_b, 'less' for AUC_a < AUC_b"
-        )
-    if not isinstance(alpha, (int, float)) or not 0.0 < float(alpha) < 1.0:
-        raise ValueError(f"alpha={alpha!r} must be a number strictly between 0 and 1, e.g. 0.05")
-
-
-def _as_labels(values: Any, name: str) -> np.ndarray:
-    arr = np.asarray(values)
-    if arr.ndim != 1:
-        raise ValueError(f"{name} must be 1-D (one label per case); got shape {arr.shape}")
-    if arr.size == 0:
-        raise ValueError(f"{name} is empty: DeLong needs labelled test cases")
-    if arr.dtype == bool:
-        return arr.astype(np.int8)
-    if not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
-        raise ValueError(
-            f"{name} must hold 0/1 labels (1 = positive); got dtype {arr.dtype}. "
-            "Encode the positive class as 1, e.g. (labels == 'Poor').astype(int)"
-        )
-    bad = ~np.isin(arr, (0, 1))
-    if bad.any():
-        shown = ", ".join(repr(v.item()) for v in np.unique(arr[bad])[:5])
-        raise ValueError(
-            f"{name} must hold only 0/1 labels (1 = positive); found {shown}. "
-            "Binarise the labels first, e.g. (y == positive_class).astype(int)"
-        )
-    return arr.astype(np.int8)
-
-
-def _as_scores(values: Any, name: str, n_labels: int, labels_name: str = "y_true") -> np.ndarray:
-    arr = np.asarray(values)
-    if arr.ndim != 1:
-        hint = " (for predict_proba output pass the positive-class column, proba[:, 1])"
-        raise ValueError(
-            f"{name} must be 1-D (one score per case); got shape {arr.shape}"
-            + (hint if arr.ndim == 2 else "")
-        )
-    if not (arr.dtype == bool or np.issubdtype(arr.dtype, np.number)) or np.iscomplexobj(arr):
-        raise ValueError(
-            f"{name} must be real numbers (higher = more likely positive); got dtype {arr.dtype}"
-        )
-    arr = arr.astype(np.float64)
-    if len(arr) != n_labels:
-        raise ValueError(
-            f"{name} has {len(arr)} scores but {labels_name} has {n_labels} labels: "
-            "pass one score per labelled case, in the same order"
-        )
-    if not np.isfinite(arr).all():
-        n_bad = int((~np.isfinite(arr)).sum())
-        raise ValueError(
-            f"{name} has {n_bad} non-finite value(s) (NaN or inf): drop or fix those cases "
-            "before comparing AUCs"
-        )
-    return arr
-
-
-def _class_counts(y: np.ndarray, name: str) -> tuple[int, int]:
-    n_pos = int(y.sum())
-    n_neg = len(y) - n_pos
-    if n_pos == 0 or n_neg == 0:
-        only = "0" if n_pos == 0 else "1"
-        raise ValueError(
-            f"{name} has only one class (all {only}): DeLong needs both positive and negative cases"
-        )
-    if n_pos < 2 or n_neg < 2:
-        raise ValueError(
-            f"{name} has {n_pos} positive and {n_neg} negative case(s): the DeLong variance "
-            "needs at least 2 of each class"
-        )
-    return n_pos, n_neg

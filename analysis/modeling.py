@@ -1,9 +1,11 @@
 """The study's mixed model, planned from the data: which random effects can be estimated, an
 optional logit of the response, likelihood-ratio tests of whole factors, and the paper-style table.
 
-Random effects: seed and data set by default. Each one that varies and repeats across trials is a
-random intercept; when both do they are crossed (statsmodels variance components on one group,
-``crossed_random_effects``). One that cannot be estimated (a single value, every trial its own level,
+Random effects: the configuration (``config_id``, the unit that seeds and folds replicate) and the data
+set by default. Configurations are nested in data sets (the same settings on another data set are
+another unit). Each random effect that varies and repeats across trials is a random intercept; when
+both do they are crossed (statsmodels variance components on one group, ``crossed_random_effects``),
+which also fits nested levels. One that cannot be estimated (a single value, every trial its own level,
 already a fixed effect) is left out with a note saying why.
 """
 
@@ -17,17 +19,19 @@ import pandas as pd
 import patsy
 from scipy.stats import chi2
 
-from analysis.comparisons import holm
-from analysis.mixed_model import (
-    MixedModelFit,
-    _factor_columns,
-    _parse,
-    _term_columns,
-    crossed_random_effects,
-    fit_mixed_model,
+from analysis.formula_terms import (
+    EVAL_NAMESPACE,
+    drop_aliased,
+    drop_constant_terms,
+    factor_columns,
+    parse_formula,
+    term_columns,
 )
+from analysis.mixed_model import MixedModelFit, crossed_random_effects, fit_mixed_model
+from analysis.multiplicity import holm
 
-DEFAULT_RANDOM = ("seed", "dataset")
+CONFIG_COLUMN = "config_id"
+DEFAULT_RANDOM = (CONFIG_COLUMN, "dataset")
 LOGIT_EPS = 1e-3
 
 
@@ -62,11 +66,12 @@ def plan_model(
     Raises ValueError (with the message a user needs) for a formula that cannot be used.
     """
     notes: list[str] = []
-    desc = _parse(formula, "formula")
+    formula = _present_references(formula, frame, notes)
+    desc = parse_formula(formula, "formula")
     if not desc.lhs_termlist:
         raise ValueError(f"formula {formula!r} has no response: write it as 'test_auc ~ C(head) + log10_lr'")
-    response_cols = _term_columns(desc.lhs_termlist, frame, "formula")
-    fixed_cols = _term_columns(desc.rhs_termlist, frame, "formula")
+    response_cols = term_columns(desc.lhs_termlist, frame, "formula")
+    fixed_cols = term_columns(desc.rhs_termlist, frame, "formula")
     response = formula.partition("~")[0].strip()
     data = frame.copy()
     if logit:
@@ -93,6 +98,8 @@ def plan_model(
         )
         response_cols = {name}
     used = sorted(response_cols | fixed_cols)
+    if CONFIG_COLUMN in random and CONFIG_COLUMN in data and "dataset" in data and data["dataset"].nunique() > 1:
+        data[CONFIG_COLUMN] = data["dataset"].astype(str) + "/" + data[CONFIG_COLUMN].astype(str)
     complete = data[used].notna().all(axis=1)
     rows = data[complete]
     chosen = []
@@ -124,6 +131,23 @@ def plan_model(
     return ModelPlan(formula, response, data.loc[complete].reset_index(drop=True), chosen, notes, logit)
 
 
+_TREATMENT = re.compile(r"C\(\s*(?P<col>[A-Za-z_]\w*)\s*,\s*Treatment\(\s*(?P<q>['\"])(?P<level>.*?)(?P=q)\s*\)\s*\)")
+
+
+def _present_references(formula: str, frame: pd.DataFrame, notes: list[str]) -> str:
+    """``C(col, Treatment('level'))`` as ``C(col)`` where no trial has that level (a study's reference
+    arm that the confirmation stage did not choose): its first level is the reference then, with a note."""
+    def replace(match: re.Match) -> str:
+        col, level = match.group("col"), match.group("level")
+        if col not in frame or level in {str(v) for v in frame[col].dropna().unique()}:
+            return match.group(0)
+        notes.append(f"The formula's reference level `{level}` of `{col}` has no analyzed trial: the first level "
+                     "present is the reference instead.")
+        return f"C({col})"
+
+    return _TREATMENT.sub(replace, formula)
+
+
 def fit_plan(plan: ModelPlan, reml: bool = True, formula: str | None = None) -> MixedModelFit:
     """Fit the plan's model (or ``formula`` on the plan's rows and random effects): crossed variance
     components when two random effects vary, one random intercept, or fixed effects only. One door,
@@ -143,18 +167,29 @@ def likelihood_ratio_tests(plan: ModelPlan) -> tuple[pd.DataFrame, list[str]]:
     p_holm) and notes.
     """
     notes: list[str] = []
-    desc = _parse(plan.formula, "formula")
-    full = fit_plan(plan, reml=False)
+    desc = parse_formula(plan.formula, "formula")
+    estimable = _estimable_terms(plan, desc)
+    if len(estimable) < len(desc.rhs_termlist):  # an aliased term in both fits would distort the df
+        desc = patsy.ModelDesc(desc.lhs_termlist, estimable)
+    full = fit_plan(plan, reml=False, formula=desc.describe())
     rows = []
     columns: dict[str, list] = {}
-    for term in desc.rhs_termlist:
+    written: dict[str, list[str]] = {}  # the terms of the formula as written that read each column
+    for term in parse_formula(plan.formula, "formula").rhs_termlist:
         for factor in term.factors:
-            for column in sorted(_factor_columns(factor.code, plan.data, "formula")):
+            for column in sorted(factor_columns(factor.code, plan.data, "formula")):
                 columns.setdefault(column, [])
-                if term not in columns[column]:
+                written.setdefault(column, []).append(term.name())
+                if term not in columns[column] and term in desc.rhs_termlist:
                     columns[column].append(term)
     for column, terms in columns.items():
         kept = [t for t in desc.rhs_termlist if t not in terms]
+        if not terms:
+            notes.append(f"`{column}` cannot be tested: every term that reads it is aliased with other terms or "
+                         "never varies, so the model holds no coefficient of it.")
+            rows.append({"factor": column, "terms": ", ".join(dict.fromkeys(written[column])), "df": 0,
+                         "lr": np.nan, "p": np.nan})
+            continue
         reduced_formula = patsy.ModelDesc(desc.lhs_termlist, kept).describe()
         if not kept:
             reduced_formula = f"{plan.formula.partition('~')[0].strip()} ~ 1"
@@ -173,6 +208,16 @@ def likelihood_ratio_tests(plan: ModelPlan) -> tuple[pd.DataFrame, list[str]]:
     table = pd.DataFrame(rows, columns=["factor", "terms", "df", "lr", "p"])
     table["p_holm"] = holm(table["p"]) if len(table) else []
     return table, notes
+
+
+def _estimable_terms(plan: ModelPlan, desc: patsy.ModelDesc) -> list[patsy.Term]:
+    """The formula's terms that keep at least one design column once constant terms and aliased columns
+    are dropped (left to right, as the fit drops them): a term the others determine holds no coefficient."""
+    varying = drop_constant_terms(desc.rhs_termlist, plan.data, [], what="effect")  # as the fit drops them
+    env = patsy.EvalEnvironment([EVAL_NAMESPACE])
+    x = patsy.dmatrix(patsy.ModelDesc([], varying), plan.data, eval_env=env, return_type="dataframe")
+    kept = set(drop_aliased(x, []))
+    return [term for term in varying if kept & set(x.columns[x.design_info.term_slices[term]])]
 
 
 _CATEGORICAL = re.compile(r"^C\((?P<col>[A-Za-z_][A-Za-z0-9_]*)[^\[]*\)\[T\.(?P<level>.*)\]$")

@@ -234,3 +234,30 @@ def importance_bars(table: pd.DataFrame, path: Path, metric: str) -> Path:
     ax.grid(alpha=0.3, axis="x")
     ax.legend(fontsize=8)
     return _save(fig, path)
+
+
+def tuning_curves(curves: pd.DataFrame, path: Path, metric: str, select: str) -> Path:
+    """Expected best validation score (solid) and the test score of the validation-best trial (dashed)
+    against the number of trials, one panel per data set, a band of one standard deviation around the
+    whole search's curves (``analysis.tuning_curves``)."""
+    datasets = sorted(curves["dataset"].unique(), key=str)
+    fig, axes = plt.subplots(1, len(datasets), figsize=(5.2 * len(datasets), 4.0), squeeze=False)
+    for ax, dataset in zip(axes[0], datasets, strict=True):
+        part = curves[curves["dataset"] == dataset]
+        for i, (group, rows) in enumerate(part.groupby("group", sort=False)):
+            color, whole = f"C{i}", group == "all trials"
+            ax.plot(rows["n"], rows["expected_val"], "-", color=color, label=f"{group}: {select}",
+                    linewidth=2 if whole else 1)
+            ax.plot(rows["n"], rows["expected_test"], "--", color=color, label=f"{group}: {metric}",
+                    linewidth=2 if whole else 1)
+            if whole:
+                for column, sd in (("expected_val", "val_sd"), ("expected_test", "test_sd")):
+                    ax.fill_between(rows["n"], rows[column] - rows[sd], rows[column] + rows[sd], color=color,
+                                    alpha=0.12)
+        ax.set_xlabel("trials in the search (n)")
+        ax.set_ylabel("expected score of the validation-best trial")
+        ax.set_title(str(dataset))
+        ax.grid(alpha=0.3)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.legend(fontsize=7)
+    return _save(fig, path)

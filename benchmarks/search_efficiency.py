@@ -55,7 +55,8 @@ def main() -> None:
     parser.add_argument("--short", action="store_true")
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--seeds", type=int, default=4, help="TPE + ASHA searches, seeds 0..N-1")
-    parser.add_argument("--num-samples", type=int, default=16, help="trials per TPE + ASHA search")
+    parser.add_argument("--num-samples", type=int, default=24,
+                        help="trials per TPE + ASHA search (a multiple of its 12 head x unfreeze arms)")
     parser.add_argument("--reduction-factor", type=int, default=2)
     parser.add_argument("--storage", help="where the searches go (default: a temporary folder)")
     parser.add_argument("--json", help="write the per-search figures here")

@@ -11,12 +11,19 @@ returns the constants. Branching is plain Python, so a parameter can exist only 
 Pinned values (``--set key=value``) are returned without asking, so they are never searched. A list
 pin (``--set backbone=[resnet18,vgg19]``, ``--set lr=[1e-3,1e-4]``) makes the parameter a choice
 among those values instead.
+
+A space never asks for ``seed`` or ``fold`` (``tuner.schema.REPLICATE_KEYS``): they replicate a
+configuration rather than define it. A searcher that chose seeds would learn which seeds are lucky;
+replicates belong to the confirmation stage (``medtune confirm --seeds N``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
+
+from tuner.errors import ConfigError
+from tuner.schema import REPLICATE_KEYS
 
 Define = Callable[["Space"], Mapping[str, Any] | None]
 
@@ -48,6 +55,12 @@ class Space:
         return self._record(name, lambda: self._float(name, low, high, log, list(grid or (low, high))))
 
     def _record(self, name: str, ask: Callable[[], Any]) -> Any:
+        if name in REPLICATE_KEYS:
+            raise ConfigError(f"the search space asks for {name!r}, but seeds and folds are replicates, not "
+                              f"hyperparameters: a searcher would learn which {name}s are lucky. Remove it from the "
+                              f"space; a search runs each configuration with one {name} (pin it with --set "
+                              f"{name}=N), and the confirmation stage replicates the chosen ones "
+                              "(medtune confirm --seeds N).")
         if name in self.values:
             raise ValueError(f"search space asks for {name!r} twice")
         pinned = self.pins.get(name, ask)

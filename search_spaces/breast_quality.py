@@ -12,7 +12,6 @@ from search_spaces import Space
 
 ANALYSIS = {
     "formula": "test_auc ~ C(head) + log10_lr",
-    "groups": "seed",
     "x": "lr",
 }
 

@@ -5,14 +5,18 @@ ResNet-50 with SGD (Nesterov momentum 0.9) and a cosine schedule, images at 256 
 shift and shear augmentation, as the paper. Its layer groups are medtune's ResNet groups (stem,
 layer1-layer4; see tuner/models/backbones.py), so ``unfreeze`` runs from 0 (a frozen trunk) to 5.
 RadImageNet weights need its PyTorch file under $MEDTUNE_WEIGHTS_DIR/radimagenet/.
+
+The study compares heads across unfreeze depths (``ARMS``): each head x depth cell gets the same number
+of trials, and the other knobs are tuned within it.
 """
 
 from search_spaces import Space
 from tuner.models import get_backbone
 
+ARMS = ("head", "unfreeze")
+
 ANALYSIS = {
     "formula": "test_auc ~ C(head, Treatment('conv')) + C(unfreeze) + log10_lr + C(weights)",
-    "groups": "seed",
     "x": "unfreeze",
 }
 
@@ -27,7 +31,6 @@ def define(s: Space) -> dict:
     s.float("lr", 1e-5, 1e-2, log=True, grid=[1e-4, 1e-3, 1e-2])
     s.float("dropout", 0.0, 0.5, grid=[0.5])
     s.float("weight_decay", 1e-5, 0.4, log=True, grid=[1e-4])
-    s.choice("seed", [0, 1, 2])
     return {
         "strategy": "topk",
         "optimizer": "sgd",

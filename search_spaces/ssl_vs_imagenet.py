@@ -1,11 +1,21 @@
 """The VAE study (Matas et al., arXiv 2505.16773, "Mitigating Overfitting in Medical Imaging:
 Self-Supervised Pretraining vs. ImageNet Transfer Learning"): the same classifier started from an
-in-domain self-supervised encoder (``ssl:``), from ImageNet, or from scratch, with the paper's stage-II
-recipe.
+in-domain self-supervised encoder (``ssl:``), from ImageNet, or from random weights, with the paper's
+stage-II recipe; and, as the comparison the paper calls for but does not run, trained from scratch.
+
+The arms, each a (``weights``, ``strategy``) pair:
+
+- ``ssl:<encoder>`` / ``topk`` and ``imagenet`` / ``topk``: the paper's recipe on a pretrained encoder;
+- ``none`` / ``topk``, the *random trunk*: the same recipe on a randomly initialised encoder, frozen
+  except its final stage. A control, not training from scratch: it measures what the final stage and
+  the head learn on random features, so the pretrained arms' coefficients are what pretraining adds;
+- ``none`` / ``ft``, *from scratch*: random weights and the whole network trains (no ``unfreeze``).
 
 Stage II (the paper's recipe): ConvNeXt-Tiny, the encoder frozen except its final stage
 (``strategy=topk``, ``unfreeze=1``), an MLP head, focal loss with ``focal_gamma`` and ``focal_alpha``
-searched, Adam, 50 epochs (the paper trains 30-70; ``--max-epochs`` changes it). Seeds repeat each arm.
+searched, Adam, 50 epochs (the paper trains 30-70; ``--max-epochs`` changes it). Each arm (``ARMS``:
+the ``weights`` x ``strategy`` cells above) gets the same number of trials; seeds repeat the chosen
+configurations in the confirmation stage (``medtune confirm --seeds N``).
 The trial reports the overfitting gaps ``gap_acc`` (train - val accuracy) and ``gap_loss`` (val -
 train loss) each epoch.
 
@@ -15,8 +25,8 @@ yourself: ``--set "weights=['ssl:/path/encoder.pt','none']"``. The encoder must 
 with the study's backbone (``--set backbone=resnet18`` to match a ResNet-18 encoder; its image size
 too, e.g. ``--set image_size=32``). The ImageNet arm needs the backbone's ImageNet file in
 ``$TORCH_HOME/hub/checkpoints/``; when it is absent (an offline machine) the arm is skipped with a
-printed note and the study runs as ssl vs none. A multi-class data set needs ``--set focal_alpha=None``
-(alpha weighs a positive class against a negative one).
+printed note and the study runs as ssl vs random trunk vs scratch. A multi-class data set needs
+``--set focal_alpha=None`` (alpha weighs a positive class against a negative one).
 """
 
 from __future__ import annotations
@@ -31,11 +41,17 @@ from tuner.weight_sources import SSL_PREFIX
 
 SSL_ENCODER_ENV = "MEDTUNE_SSL_ENCODER"
 
+ARMS = ("weights", "strategy")  # weights=none is two arms: the random trunk (topk) and scratch (ft)
+
+# The two arms of random weights, by their strategy, in words.
+RANDOM_WEIGHT_ARMS = {"topk": "random trunk", "ft": "scratch"}
+
+# weights=none + strategy=topk (the random trunk) is the reference: each weights coefficient is that
+# start against random weights under the same recipe; the ft coefficient is scratch against the random trunk.
 ANALYSIS = {
-    "formula": "test_auc ~ C(weights, Treatment('none')) + log10_lr",
-    "groups": "seed",
+    "formula": "test_auc ~ C(weights, Treatment('none')) + C(strategy, Treatment('topk')) + log10_lr",
     "x": "weights",
-    "compare": ["weights"],
+    "compare": ["weights", "strategy"],
 }
 
 _shown: set[str] = set()
@@ -49,7 +65,8 @@ def note(message: str) -> None:
 
 
 def weights_arms(backbone: str) -> list[str]:
-    """``ssl:<$MEDTUNE_SSL_ENCODER>`` if set, ``imagenet`` if its file is here, and ``none``."""
+    """``ssl:<$MEDTUNE_SSL_ENCODER>`` if set, ``imagenet`` if its file is here, and ``none`` (random
+    weights: two arms in ``define``, the random trunk and scratch)."""
     arms = []
     encoder = os.environ.get(SSL_ENCODER_ENV, "").strip()
     if encoder:
@@ -65,7 +82,7 @@ def weights_arms(backbone: str) -> list[str]:
     elif path.is_file():
         arms.append("imagenet")
     else:
-        runs_as = " vs ".join(["ssl"] * bool(encoder) + ["none"])
+        runs_as = " vs ".join(["ssl"] * bool(encoder) + list(RANDOM_WEIGHT_ARMS.values()))
         note(f"ssl_vs_imagenet: the ImageNet arm is skipped: ImageNet weights for {backbone} are not on this "
              f"machine ({path} does not exist), so the study runs as {runs_as}. To include it, put {path.name} "
              f"(from {spec.imagenet_weights.url}) there, or name the arms yourself with "
@@ -76,15 +93,16 @@ def weights_arms(backbone: str) -> list[str]:
 
 def define(s: Space) -> dict:
     backbone = s.constant("backbone", "convnext_tiny")
-    s.choice("weights", weights_arms(backbone) if "weights" not in s.pins else ["none"])
+    weights = s.choice("weights", weights_arms(backbone) if "weights" not in s.pins else ["none"])
+    # random weights are two arms (the random trunk, scratch); pretrained weights get the paper's recipe
+    strategy = (s.choice("strategy", list(RANDOM_WEIGHT_ARMS)) if weights == "none"
+                else s.constant("strategy", "topk"))
     s.float("lr", 1e-4, 1e-2, log=True, grid=[1e-3])
     s.float("focal_gamma", 0.0, 5.0, grid=[2.0])
     s.float("focal_alpha", 0.1, 0.9, grid=[0.25])
     s.float("dropout", 0.0, 0.5, grid=[0.2])
-    s.choice("seed", [0, 1, 2])
     return {
-        "strategy": "topk",
-        "unfreeze": 1,  # the encoder stays frozen except its final stage
+        "unfreeze": 1 if strategy == "topk" else None,  # topk: frozen except the final stage; ft: all trains
         "head": "mlp",
         "loss": "focal",
         "optimizer": "adam",

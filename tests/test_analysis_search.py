@@ -1,7 +1,9 @@
-"""A real finished search analyzed end to end: BreastMNIST (a real-image subset), several heads,
-strategies, unfreeze depths and seeds, trained by Ray Tune with ASHA and logged to MLflow; then
-`medtune analyze` from MLflow and from the Tune folder alone must give the same numbers, with every
-section of the report filled."""
+"""A real finished search and its confirmation stage analyzed end to end: BreastMNIST (a real-image
+subset), several heads, strategies and unfreeze depths, one seed each, trained by Ray Tune with ASHA and logged
+to MLflow; then the validation-best configuration of each head re-run with two fresh seeds
+(``tuner.confirm``); then `medtune analyze` from MLflow and from the Tune folders alone must give the
+same numbers, with every section of the report filled and the conclusions drawn from the confirmation
+runs."""
 
 from __future__ import annotations
 
@@ -15,9 +17,11 @@ from mlflow.tracking import MlflowClient
 
 import search_spaces
 from analysis.loading import SOURCE_COLUMNS, load_search
+from tuner.confirm import ConfirmRequest, run_confirm
+from tuner.confirm_select import Selection
 from tuner.search import SearchRequest, run_search
 
-# A study module as a researcher would write one: heads x strategies (top-k at two depths) x seeds,
+# A study module as a researcher would write one: heads x strategies (top-k at two depths), one seed each,
 # with its default analysis. It lives in a temporary folder added to the search_spaces package.
 SPACE = """
 from search_spaces import Space
@@ -38,7 +42,6 @@ def define(s: Space) -> dict:
     if strategy == "topk":
         s.choice("unfreeze", [1, 3])
     s.float("lr", 1e-3, 1e-1, log=True, grid=[3e-2])
-    s.choice("seed", [0, 1])
     return {"backbone": "resnet18", "weights": "none", "optimizer": "sgd", "epochs": 2, "batch_size": 64,
             "image_size": 28, "augment": False, "dropout": 0.0, "filters": 4 if head != "linear" else None}
 """
@@ -94,6 +97,9 @@ def study(ray_here, small_npz, study_space, tmp_path_factory):
             seed=0,
         )
     )
+    confirmed = run_confirm(ConfirmRequest(experiment=NAME, selection=Selection("per_level", factors=("head",)),
+                                           seeds=2, storage=str(storage), tracking_uri=outcome.tracking_uri))
+    assert confirmed.completed == confirmed.runs == 4
     return storage, outcome
 
 
@@ -101,11 +107,15 @@ def test_the_tune_folder_alone_gives_the_same_frame_as_mlflow(study):
     storage, outcome = study
     online = load_search(NAME, outcome.tracking_uri, storage)
     offline = load_search(NAME, storage=storage, source="tune")
-    assert len(online.frame) == outcome.trials - outcome.errored == 16
-    assert frame_differences(online.frame, offline.frame) == []
-    frame = online.frame
+    assert len(online.frame) == outcome.trials - outcome.errored + 4 == 12
+    assert frame_differences(online.frame, offline.frame) == []  # stage and config_id included
+    assert list(online.frame["stage"]) == ["explore"] * 8 + ["confirm"] * 4
+    confirm = online.frame[online.frame["stage"] == "confirm"]
+    assert confirm.groupby("head")["config_id"].nunique().eq(1).all() and set(confirm["head"]) == {"linear", "conv"}
+    assert (confirm["outcome"] == "completed").all() and (confirm["epochs_trained"] == 2).all()
+    frame = online.frame[online.frame["stage"] == "explore"]
     assert set(frame["strategy"]) == {"ft", "lp", "topk"} and set(frame["unfreeze"].dropna()) == {1, 3}
-    assert set(frame["head"]) == {"linear", "conv"} and set(frame["seed"]) == {0, 1}
+    assert set(frame["head"]) == {"linear", "conv"} and set(frame["seed"]) == {0}
     assert (frame["lr"] == 3e-2).all()  # the configured lr, not the last epoch's (final_lr)
     for i in (0, len(frame) - 1):
         assert online.history(frame.iloc[i]).equals(offline.history(offline.frame.iloc[i]))
@@ -135,7 +145,7 @@ def reports(study, tmp_path_factory):
     return out
 
 
-def test_medtune_analyze_fills_every_section(reports):
+def test_medtune_analyze_concludes_from_the_confirmation_runs(reports):
     folder = reports["mlflow"]
     text = (folder / "report.md").read_text()
     sections = [
@@ -143,38 +153,35 @@ def test_medtune_analyze_fills_every_section(reports):
         "Mixed model",
         "Does each factor matter?",
         "DeLong comparisons",
+        "Seeds and test cases",
         "Fine-tuning strategies",
         "Effect plots",
         "Learning curves and overfitting",
-        "Hyperparameter importance",
+        "Sensitivity to stopped trials (exploratory)",
+        "What is optimistic (exploratory)",
+        "Tuning curves (exploratory)",
+        "Hyperparameter importance (exploratory)",
     ]
     for number, title in enumerate(sections, 1):
-        assert f"## {number}. {title}" in text
-    assert "Not applicable" not in text and "could not be computed" not in text and "Not run" not in text
-    for png in (
-        "roc_curves.png",
-        "change_vs_ft_heatmap.png",
-        "test_auc_by_strategy.png",
-        "test_auc_by_unfreeze.png",
-        "learning_curves.png",
-        "learning_curves_by_strategy.png",
-        "importance.png",
-    ):
+        assert f"## {number}. {title}\n" in text
+    assert "could not be computed" not in text and "Not run" not in text and "Not fitted" not in text
+    assert "Basis: confirmatory: 4 confirmation runs of 2 configuration(s) at full budget (2 replicates each)" in text
+    for png in ("roc_curves.png", "learning_curves.png", "tuning_curves.png", "importance.png"):
         assert (folder / png).stat().st_size > 5000, png
-    assert "Reference levels (each estimate is relative to these): C(head): `conv`" in text
-    assert "C(strategy, Treatment('ft')): `ft`" in text
-    lrt = pd.read_csv(folder / "likelihood_ratio_tests.csv")
-    assert list(lrt["factor"]) == ["head", "strategy", "log10_lr"] and lrt["p"].notna().sum() == 2
+    trials = pd.read_csv(folder / "trials.csv")
+    confirm_runs = set(trials.loc[trials["stage"] == "confirm", "run_name"])
     delong = pd.read_csv(folder / "delong.csv")
-    assert set(delong["factor"]) == {"strategy", "head"} and delong["paired"].all()
-    assert (delong["p_holm"] >= delong["p_value"]).all() and delong["p_holm"].between(0, 1).all()
-    assert set(delong.loc[delong["factor"] == "strategy", "reference"]) == {"ft"}
-    wins = pd.read_csv(folder / "wins_over_ft.csv")
-    assert list(wins["strategy"]) == ["lp", "topk", "Total"]
-    cells = pd.read_csv(folder / "strategy_cells.csv")
-    assert (cells.loc[cells["strategy"] != "topk", "n_seeds"] == 2).all()  # SE over the two seeds
-    html = (folder / "report.html").read_text()
-    assert html.count("data:image/png;base64,") == 7
+    assert "head" in set(delong["factor"]) <= {"head", "strategy"} and delong["paired"].all()
+    assert all(set(t.split(" + ")) <= confirm_runs for t in delong["trials_a"].tolist() + delong["trials_b"].tolist())
+    boot = pd.read_csv(folder / "bootstrap_seeds_cases.csv")
+    assert (boot["replicates_a"] == 2).all() and (boot["replicates_b"] == 2).all()
+    assert ((boot["ci_low"] <= boot["difference"]) & (boot["difference"] <= boot["ci_high"])).all()
+    model = pd.read_csv(folder / "mixed_model.csv")
+    assert {"boot_ci_low", "boot_p"} <= set(model.columns)  # two configurations: few groups
+    linked = pd.read_csv(folder / "optimism_confirmed.csv")
+    assert len(linked) == 2 and (linked["confirmation runs"] == 2).all()
+    curves = pd.read_csv(folder / "tuning_curves.csv")
+    assert curves.loc[curves["group"] == "all trials", "n"].max() == 8
 
 
 def test_mlflow_and_tune_folder_reports_have_the_same_numbers(reports):

@@ -22,6 +22,7 @@ from analysis.delong import delong_test, delong_unpaired
 from analysis.importance import param_importances
 from analysis.loading import load_search
 from analysis.modeling import likelihood_ratio_tests, paper_table, plan_model
+from analysis.multiplicity import holm
 from tuner.errors import ConfigError
 
 # --------------------------------------------------------------------------------------------
@@ -187,12 +188,12 @@ def test_holm_matches_statsmodels(seed):
     p = np.concatenate([rng.uniform(0, 0.05, 6), rng.uniform(0, 1, 10), [0.01, 0.01, 1.0]])
     rng.shuffle(p)
     expected = multipletests(p, method="holm")[1]
-    assert np.allclose(cmp.holm(p), expected, rtol=0, atol=1e-15)
+    assert np.allclose(holm(p), expected, rtol=0, atol=1e-15)
 
 
 def test_holm_leaves_missing_p_values_out_of_the_family():
     p = np.array([0.01, np.nan, 0.04, 0.03])
-    adjusted = cmp.holm(p)
+    adjusted = holm(p)
     assert np.isnan(adjusted[1])
     assert np.allclose(adjusted[[0, 2, 3]], multipletests(p[[0, 2, 3]], method="holm")[1])
 
@@ -242,21 +243,22 @@ def _search_frame(rng, n_seeds=4, datasets=("a", "b", "c"), head_effect=0.04) ->
 
 def test_seed_and_dataset_are_crossed_random_effects_when_both_vary():
     frame = _search_frame(np.random.default_rng(1))
-    plan = plan_model(frame, "test_auc ~ C(head) + C(optimizer) + log10_lr")
+    plan = plan_model(frame, "test_auc ~ C(head) + C(optimizer) + log10_lr", random=["seed", "dataset"])
     assert plan.random == ["seed", "dataset"]
     assert any("crossed" in note for note in plan.notes)
 
 
 def test_random_effects_that_cannot_be_estimated_get_a_note_not_a_crash():
     frame = _search_frame(np.random.default_rng(2), datasets=("only",))
-    plan = plan_model(frame, "test_auc ~ C(head)")
+    plan = plan_model(frame, "test_auc ~ C(head)", random=["seed", "dataset"])
     assert plan.random == ["seed"]
     assert any("`dataset` takes a single value ('only')" in note for note in plan.notes)
     frame["seed"] = range(len(frame))  # every trial its own seed
-    plan = plan_model(frame, "test_auc ~ C(head)")
+    plan = plan_model(frame, "test_auc ~ C(head)", random=["seed", "dataset"])
     assert plan.random == []
     assert any("every trial has its own `seed`" in note for note in plan.notes)
-    plan = plan_model(_search_frame(np.random.default_rng(2)), "test_auc ~ C(head) + C(dataset)")
+    plan = plan_model(_search_frame(np.random.default_rng(2)), "test_auc ~ C(head) + C(dataset)",
+                      random=["seed", "dataset"])
     assert plan.random == ["seed"]
     assert any("`dataset` is a fixed effect" in note for note in plan.notes)
 
@@ -304,7 +306,7 @@ def test_likelihood_ratio_statistic_matches_independent_computations():
 def test_a_factor_that_never_varies_cannot_be_tested_and_says_so():
     frame = _search_frame(np.random.default_rng(6))
     frame["optimizer"] = "sgd"
-    plan = plan_model(frame, "test_auc ~ C(head) + C(optimizer)")
+    plan = plan_model(frame, "test_auc ~ C(head) + C(optimizer)", random=["seed", "dataset"])
     table, notes = likelihood_ratio_tests(plan)
     row = table.set_index("factor").loc["optimizer"]
     assert row["df"] == 0 and np.isnan(row["p"])
@@ -315,7 +317,7 @@ def test_logit_response_for_aucs_near_one():
     frame = _search_frame(np.random.default_rng(7))
     frame["test_auc"] = 0.5 * frame["test_auc"] + 0.48  # near 1, one at exactly 1
     frame.loc[0, "test_auc"] = 1.0
-    plan = plan_model(frame, "test_auc ~ C(head)", logit=True)
+    plan = plan_model(frame, "test_auc ~ C(head)", random=["seed", "dataset"], logit=True)
     assert plan.formula == "logit_test_auc ~ C(head)"
     assert np.isfinite(plan.data["logit_test_auc"]).all()
     assert plan.data["logit_test_auc"].max() == pytest.approx(np.log(0.999 / 0.001))
@@ -326,7 +328,7 @@ def test_paper_table_has_the_columns_of_table_5_and_names_the_reference():
     from analysis.modeling import fit_plan
 
     frame = _search_frame(np.random.default_rng(8))
-    fit = fit_plan(plan_model(frame, "test_auc ~ C(head, Treatment('conv')) + log10_lr"))
+    fit = fit_plan(plan_model(frame, "test_auc ~ C(head, Treatment('conv')) + log10_lr", random=["seed", "dataset"]))
     table = paper_table(fit)
     assert list(table.columns) == ["Term", "Estimate", "SE", "z", "p", "95% CI"]
     assert "head = linear (vs conv)" in set(table["Term"])
@@ -395,10 +397,14 @@ def test_strategy_tables_3_to_12():
     assert change.loc[("resnet50", "lp_ft"), "change_pct"] == pytest.approx(100 * (0.86 - 0.82) / 0.82)
     assert change.loc[("vgg19", "lp"), "change_pct"] == pytest.approx(100 * 0.0005 / 0.9)  # 0.056%: no win
     wins = st.wins_over_ft(st.change_vs_ft(long, "test_auc")).set_index("strategy")
-    assert wins.loc["lp_ft", "resnet50"] == 1 and wins.loc["lp_ft", "vgg19"] == 1
-    assert wins.loc["lp", "Total"] == 0 and wins.loc["lp", "cases"] == 2
-    assert wins.loc["lp_ft", "Effectiveness (%)"] == 100.0
-    assert wins.loc["Total", "Total"] == 2
+    # a win needs the Welch interval of the difference above 0: +0.04 over three noisy seeds on resnet50 is
+    # not one ([-0.0016, 0.082]), +0.04 on vgg19 (FT identical on all seeds) is
+    diff = st.change_vs_ft(long, "test_auc").set_index(["backbone", "strategy"])
+    assert diff.loc[("resnet50", "lp_ft"), "diff_ci_low"] < 0 < diff.loc[("vgg19", "lp_ft"), "diff_ci_low"]
+    assert wins.loc["lp_ft", "resnet50"] == 0 and wins.loc["lp_ft", "vgg19"] == 1
+    assert wins.loc["lp", "Total"] == 0 and wins.loc["lp", "cases"] == 2  # lp on vgg19: +0.056%, under 0.1%
+    assert wins.loc["lp_ft", "Effectiveness (%)"] == 50.0
+    assert wins.loc["Total", "Total"] == 1
     best = st.best_per_dataset(long, st.change_vs_ft(long, "test_auc"), "test_auc").iloc[0]
     assert (best["backbone"], best["strategy"]) == ("vgg19", "lp_ft")
     assert best["change_vs_ft_pct"] == pytest.approx(100 * (0.94 - 0.90) / 0.90)
@@ -627,7 +633,7 @@ def study_report(study_storage, tmp_path_factory):
         storage=study_storage,
         out=out,
         source="tune",
-        options=AnalysisOptions(compare=["strategy=ft,lp,lp_ft"]),
+        options=AnalysisOptions(compare=["strategy=ft,lp,lp_ft"], refits=49, resamples=500),
     )
     return report, out
 
@@ -635,15 +641,20 @@ def study_report(study_storage, tmp_path_factory):
 def test_every_section_of_the_offline_report_is_filled(study_report):
     report, out = study_report
     assert report.problems == []
+    # no confirmation runs: every section but the overview is exploratory
     assert [(s.title, s.status) for s in report.sections] == [
         ("Overview", "ok"),
-        ("Mixed model", "ok"),
-        ("Does each factor matter?", "ok"),
-        ("DeLong comparisons", "ok"),
-        ("Fine-tuning strategies", "ok"),
-        ("Effect plots", "ok"),
-        ("Learning curves and overfitting", "ok"),
-        ("Hyperparameter importance", "ok"),
+        ("Mixed model (exploratory)", "ok"),
+        ("Does each factor matter? (exploratory)", "ok"),
+        ("DeLong comparisons (exploratory)", "ok"),
+        ("Seeds and test cases (exploratory)", "ok"),
+        ("Fine-tuning strategies (exploratory)", "ok"),
+        ("Effect plots (exploratory)", "ok"),
+        ("Learning curves and overfitting (exploratory)", "ok"),
+        ("Sensitivity to stopped trials (exploratory)", "not applicable"),  # every trial ran its budget
+        ("What is optimistic (exploratory)", "ok"),
+        ("Tuning curves (exploratory)", "ok"),
+        ("Hyperparameter importance (exploratory)", "ok"),
     ]
     for png in (
         "roc_curves.png",
@@ -651,6 +662,7 @@ def test_every_section_of_the_offline_report_is_filled(study_report):
         "test_auc_by_lr.png",
         "learning_curves.png",
         "learning_curves_by_strategy.png",
+        "tuning_curves.png",
         "importance.png",
     ):
         assert (out / png).stat().st_size > 5000, png
@@ -662,7 +674,8 @@ def test_offline_report_numbers(study_report):
     # lp_ft beats ft and lp trails it, on both data sets, as the study was built
     assert model.loc["C(strategy)[T.lp]", "estimate"] < 0 < model.loc["C(strategy)[T.lp_ft]", "estimate"]
     variances = pd.read_csv(out / "mixed_model_variances.csv")
-    assert list(variances["name"]) == ["seed", "dataset", "Residual"]  # crossed: two data sets, three seeds
+    # crossed: configurations (nested in the two data sets, three seeds each) and data sets
+    assert list(variances["name"]) == ["config_id", "dataset", "Residual"]
     lrt = pd.read_csv(out / "likelihood_ratio_tests.csv").set_index("factor")
     assert lrt.loc["strategy", "p"] < 1e-4
     delong = pd.read_csv(out / "delong.csv")
@@ -670,7 +683,10 @@ def test_offline_report_numbers(study_report):
     assert set(delong["reference"]) == {"ft"} and set(delong["level"]) == {"lp", "lp_ft"}
     assert np.allclose(delong["p_holm"], multipletests(delong["p_value"], method="holm")[1])
     wins = pd.read_csv(out / "wins_over_ft.csv").set_index("strategy")
-    assert wins.loc["lp_ft", "Total"] == 4 and wins.loc["lp", "Total"] == 0  # 2 data sets x 2 backbones
+    change = pd.read_csv(out / "change_vs_ft.csv")
+    clear = change[(change["change_pct"] > 0.1) & (change["diff_ci_low"] > 0)].groupby("strategy").size()
+    assert wins.loc["lp_ft", "Total"] == clear.get("lp_ft", 0) and wins.loc["lp", "Total"] == 0
+    assert (change.loc[change["strategy"] == "lp", "diff_ci_high"] < 0).all()  # lp clearly trails FT
     best = pd.read_csv(out / "best_per_dataset.csv")
     assert list(best["strategy"]) == ["lp_ft", "lp_ft"] and list(best["backbone"]) == ["densenet121"] * 2
     tables = sorted(p.name for p in out.glob("strategy_table_*.csv"))
@@ -691,10 +707,12 @@ def test_report_html_is_self_contained_and_the_markdown_its_twin(study_report):
         assert section.title in text_md and section.question in text_md
     # the question each table answers, written above it
     assert re.search(
-        r"\*\*How often does each strategy beat FT by more than 0.1% \(test_auc\)\?\*\*\n\n\|", text_md
+        r"\*\*How often does each strategy beat FT by more than 0.1% with the 95% interval of the difference above "
+        r"0 \(test_auc\)\?\*\*\n\n\|", text_md
     )
     assert (
-        "<p class='q'>How often does each strategy beat FT by more than 0.1% (test_auc)?</p><table>"
+        "<p class='q'>How often does each strategy beat FT by more than 0.1% with the 95% interval of the "
+        "difference above 0 (test_auc)?</p><table>"
         in text_html
     )
     assert "Reference levels" in text_md and "C(strategy): `ft`" in text_md
@@ -716,6 +734,10 @@ def test_bad_input_gives_clear_messages_and_the_rest_of_the_report(study_storage
             "test_auc ~ C(strategy) + C(heads)",
             "--compare",
             "strategy=ft,g_lf",
+            "--refits",
+            "0",
+            "--resamples",
+            "200",
         ]
     )
     err = capsys.readouterr().err
@@ -742,12 +764,12 @@ def test_missing_test_scores_are_named_and_the_comparison_uses_the_next_best(tmp
         storage=tmp_path,
         out=tmp_path / "out",
         source="tune",
-        options=AnalysisOptions(compare=["strategy=ft,lp"]),
+        options=AnalysisOptions(compare=["strategy=ft,lp"], refits=0, resamples=200),
     )
     text = report.markdown_path.read_text()
     assert "1 trial(s) have no per-sample test scores" in text
     assert "have no test scores; the next best" in text
-    assert next(s for s in report.sections if s.title == "DeLong comparisons").status == "ok"
+    assert next(s for s in report.sections if s.title.startswith("DeLong comparisons")).status == "ok"
 
 
 def test_medtune_analyze_offline_cli(study_storage, tmp_path, capsys):
@@ -772,6 +794,10 @@ def test_medtune_analyze_offline_cli(study_storage, tmp_path, capsys):
             "pooled",
             "--alternative",
             "greater",
+            "--refits",
+            "0",
+            "--resamples",
+            "200",
         ]
     )
     assert code == 0, capsys.readouterr().err
@@ -783,16 +809,18 @@ def test_medtune_analyze_offline_cli(study_storage, tmp_path, capsys):
 
 
 def test_a_section_that_crashes_is_contained_and_logged(study_storage, tmp_path, monkeypatch):
-    from analysis import report as report_module
-    from analysis.report import build_report
+    from analysis.report import AnalysisOptions, build_report
+    from analysis.sections import importance as importance_section
 
     def broken(*args, **kwargs):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(report_module, "param_importances", broken)
-    report = build_report("study-a", storage=study_storage, out=tmp_path, source="tune")
+    monkeypatch.setattr(importance_section, "param_importances", broken)
+    report = build_report("study-a", storage=study_storage, out=tmp_path, source="tune",
+                          options=AnalysisOptions(refits=0, resamples=200))
     statuses = {s.title: s.status for s in report.sections}
-    assert statuses.pop("Hyperparameter importance") == "failed"
+    assert statuses.pop("Hyperparameter importance (exploratory)") == "failed"
+    assert statuses.pop("Sensitivity to stopped trials (exploratory)") == "not applicable"
     assert set(statuses.values()) == {"ok"}
     assert report.problems == ["Hyperparameter importance: RuntimeError: boom (traceback in errors.log)"]
     assert "RuntimeError: boom" in (tmp_path / "errors.log").read_text()
@@ -831,3 +859,28 @@ def test_an_empty_experiment_among_others_is_noted_not_fatal(tmp_path):
     loaded = load_search(["done", "pending"], storage=tmp_path, source="tune")
     assert set(loaded.frame["experiment"]) == {"done"}
     assert "pending: no finished trials; it adds nothing to this analysis." in loaded.notes
+
+
+def test_an_aliased_term_is_left_out_of_both_fits_of_a_likelihood_ratio_test():
+    """On confirmation runs each head was confirmed at its own lr: log10_lr is determined by the heads.
+    The test of head must then compare the model with and without its two coefficients, not trade them
+    for a log10_lr coefficient that only the reduced model could estimate."""
+    frame = _search_frame(np.random.default_rng(9), datasets=("only",))
+    frame["log10_lr"] = frame["head"].map({"conv": -3.0, "linear": -2.0, "convskip": -2.5})
+    plan = plan_model(frame, "test_auc ~ C(head) + log10_lr", random=["seed"])
+    table, notes = likelihood_ratio_tests(plan)
+    table = table.set_index("factor")
+    assert table.loc["head", "df"] == 2 and table.loc["head", "p"] < 1e-6
+    assert table.loc["log10_lr", "df"] == 0 and np.isnan(table.loc["log10_lr", "p"])
+    assert any("`log10_lr` cannot be tested" in note for note in notes)
+
+
+def test_a_reference_level_without_trials_falls_back_with_a_note():
+    """A study's formula names FT as the reference; a confirmation stage that chose no FT configuration
+    must still be modelled, against the first level present, and say so."""
+    frame = _search_frame(np.random.default_rng(10))
+    plan = plan_model(frame, "test_auc ~ C(head, Treatment('mlp')) + log10_lr", random=["seed"])
+    assert plan.formula == "test_auc ~ C(head) + log10_lr"
+    assert any("reference level `mlp` of `head` has no analyzed trial" in note for note in plan.notes)
+    kept = plan_model(frame, "test_auc ~ C(head, Treatment('linear'))", random=["seed"])
+    assert kept.formula == "test_auc ~ C(head, Treatment('linear'))"

@@ -69,7 +69,7 @@ def test_job_submit_packs_quarter_gpu_trials_on_two_nodes(cluster, mlflow_on_pos
                                 "MEDTUNE_REUSE_ACTORS": "0"}}
     done = cluster.submit(
         ["--working-dir", str(REPO), "--runtime-env-json", json.dumps(runtime_env), "--",
-         sys.executable, "-m", "tuner", "tune", "--space", "quick", "--dataset", "breastmnist",
+         sys.executable, "-m", "tuner", "tune", "--space", "quick", "--set", "head=conv", "--dataset", "breastmnist",
          "--num-samples", "8", "--max-epochs", "3", "--grace-period", "3", "--gpus-per-trial", "0.25",
          "--cpus-per-trial", "0.5", "--storage", str(storage), "--experiment", "cluster",
          "--tracking-uri", tracking], timeout_s=540)
@@ -106,7 +106,8 @@ def test_worker_node_killed_mid_trial_is_retried_from_its_checkpoint(cluster, sm
     storage = tmp_path / "storage"
     log = open(tmp_path / "driver.log", "w")  # noqa: SIM115
     driver = subprocess.Popen(
-        [sys.executable, "-m", "tuner", "tune", "--space", "quick", "--dataset", str(small_npz), "--num-samples",
+        [sys.executable, "-m", "tuner", "tune", "--space", "quick", "--set", "head=linear", "--dataset", str(small_npz),
+         "--num-samples",
          "2", "--max-epochs", str(max_epochs), "--grace-period", str(max_epochs), "--cpus-per-trial", "1", "--storage",
          str(storage), "--experiment", "failover"],
         # Without actor reuse the head's freed actor cannot take the trial Ray placed on the (slower) worker.

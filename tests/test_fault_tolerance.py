@@ -74,7 +74,9 @@ def test_tracking_server_outage_loses_nothing_after_sync(small_npz, tmp_path):
     server = MlflowServer(backend, tmp_path / "artifacts", tmp_path)
     uri = server.start()
     storage = tmp_path / "storage"
-    driver = _driver(["--space", "quick", "--dataset", str(small_npz), "--num-samples", "4", "--max-epochs", "3",
+    # one arm (head=linear), so 4 trials split equally
+    driver = _driver(["--space", "quick", "--set", "head=linear", "--dataset", str(small_npz), "--num-samples", "4",
+                      "--max-epochs", "3",
                       "--grace-period", "3", "--storage", str(storage), "--experiment", "outage",
                       "--tracking-uri", uri], tmp_path / "driver.log")
     try:
@@ -119,7 +121,7 @@ def test_tracking_server_outage_loses_nothing_after_sync(small_npz, tmp_path):
 
 def test_diverging_trial_is_stopped_with_its_reason_and_the_search_goes_on(ray_local, small_npz, tmp_path):
     outcome = run_search(SearchRequest(space="quick", dataset=str(small_npz), search="grid", max_epochs=2,
-                                       pins={"head": "linear", "lr": [1e9, 0.05], "seed": [0]},
+                                       pins={"head": "linear", "lr": [1e9, 0.05], "seed": 0},
                                        storage=str(tmp_path), experiment="diverge", grace_period=2))
     assert outcome.trials == 2 and outcome.errored == 0 and outcome.completed == 1
     runs = {r.data.params["lr"]: r for r in _children(MlflowClient(outcome.tracking_uri), "diverge")}

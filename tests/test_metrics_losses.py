@@ -23,9 +23,34 @@ def test_binary_hand_checked():
     # predictions 0,1,0,1,1: accuracy 3/5; for both classes (TP+TN)/N = 3/5
     assert m["acc"] == pytest.approx(0.6) and m["macro_acc"] == pytest.approx(0.6)
     assert m["kappa"] == pytest.approx(cohen_kappa_score(labels, [0, 1, 0, 1, 1]))
-    assert m["f1"] == pytest.approx(f1_score(labels, [0, 1, 0, 1, 1], average="macro"))
-    expected_map = np.mean([average_precision_score(labels == 0, 1 - p1), average_precision_score(labels, p1)])
-    assert m["map"] == pytest.approx(expected_map)
+    # binary map and f1: scikit-learn's binary defaults, class 1 positive (not the mean of both classes)
+    assert m["f1"] == pytest.approx(f1_score(labels, [0, 1, 0, 1, 1]))
+    assert m["f1"] == pytest.approx(2 * (2 / 3) * (2 / 3) / (4 / 3))  # TP 2, FP 1, FN 1: precision = recall = 2/3
+    assert m["map"] == pytest.approx(average_precision_score(labels, p1))
+    # AP of class 1 by hand: ranking 0.9+, 0.8+, 0.6-, 0.4+, 0.1-: precision at each positive 1, 1, 3/4
+    assert m["map"] == pytest.approx((1 + 1 + 3 / 4) / 3)
+    macro_map = np.mean([average_precision_score(labels == 0, 1 - p1), average_precision_score(labels, p1)])
+    assert m["map"] != pytest.approx(macro_map)  # what it was before: both classes averaged
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_binary_metrics_are_sklearns_binary_defaults_with_class_1_positive(seed):
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 2, 80)
+    p1 = np.clip(0.35 * labels + rng.uniform(0, 0.65, 80), 0, 1)
+    probs = np.stack([1 - p1, p1], axis=1)
+    m = classification_metrics(labels, probs, "binary")
+    predicted = probs.argmax(axis=1)
+    assert m["auc"] == pytest.approx(roc_auc_score(labels, p1))
+    assert m["map"] == pytest.approx(average_precision_score(labels, p1))
+    assert m["f1"] == pytest.approx(f1_score(labels, predicted))
+    assert m["acc"] == pytest.approx(np.mean(predicted == labels))
+    assert m["kappa"] == pytest.approx(cohen_kappa_score(labels, predicted))
+    # swapping which class is called 1 changes map and f1 (they score class 1), not auc
+    swapped = classification_metrics(1 - labels, probs[:, ::-1], "binary")
+    assert swapped["auc"] == pytest.approx(m["auc"])
+    assert swapped["map"] == pytest.approx(average_precision_score(1 - labels, 1 - p1))
+    assert swapped["f1"] == pytest.approx(f1_score(1 - labels, 1 - predicted))
 
 
 def test_multiclass_against_sklearn_and_the_papers_macro_accuracy():

@@ -593,3 +593,87 @@ def test_crossed_helper_bad_factors():
         crossed_random_effects(_trials(), "auc ~ 1", ["seeds"])
     with pytest.raises(ValueError, match=r"factors lists a column twice"):
         crossed_random_effects(_trials(), "auc ~ 1", ["seed", "seed"])
+
+
+# --------------------------------------------------------------------------------------------
+# the design of a confirmation stage: configurations replicated by seeds, C(lr), interactions, and a
+# parametric bootstrap where the configurations are few
+
+
+def _confirmation(rng, heads=("linear", "conv", "convskip"), depths=(1, 3), lrs=(1e-3,), seeds=5,
+                  config_sd=0.02, noise=0.01, effect=None):
+    """heads x depths x lrs configurations, ``seeds`` replicates each; a configuration effect (sd
+    ``config_sd``) shared by its replicates; the head x depth interaction of ``effect``."""
+    effect = effect or {}
+    rows = []
+    for head in heads:
+        for depth in depths:
+            for lr in lrs:
+                shift = effect.get((head, depth), 0.0) + rng.normal(0, config_sd) + (0.01 if lr == 1e-2 else 0.0)
+                for seed in range(seeds):
+                    rows.append({"head": head, "unfreeze": depth, "lr": lr, "seed": seed,
+                                 "config_id": f"{head}-{depth}-{lr}", "auc": 0.8 + shift + rng.normal(0, noise)})
+    return pd.DataFrame(rows)
+
+
+def test_the_configuration_is_the_random_effect_its_seeds_replicate():
+    frame = _confirmation(np.random.default_rng(0), config_sd=0.03, noise=0.005)
+    fit = fit_mixed_model(frame, "auc ~ C(head)", groups="config_id")
+    assert fit.n_groups == 6 and fit.n_obs == 30
+    between = _variance(fit, "config_id (Intercept)")
+    assert between > 5 * _variance(fit, "Residual")  # configurations differ far more than seeds
+    ols = fit_mixed_model(frame, "auc ~ C(head)")  # seeds as if independent: too-small standard errors
+    assert _row(fit, "C(head)[T.linear]")["se"] > 1.5 * _row(ols, "C(head)[T.linear]")["se"]
+
+
+def test_categorical_learning_rate_and_interactions_are_fitted():
+    rng = np.random.default_rng(1)
+    frame = _confirmation(rng, lrs=(1e-3, 1e-2), config_sd=0.002, effect={("conv", 3): 0.05})
+    fit = fit_mixed_model(frame, "auc ~ C(head) * C(unfreeze) + C(lr)", groups="config_id")
+    terms = set(fit.table["term"])
+    assert "C(lr)[T.0.01]" in terms and "C(head)[T.convskip]:C(unfreeze)[T.3]" in terms
+    assert _row(fit, "C(lr)[T.0.01]")["estimate"] == pytest.approx(0.01, abs=0.006)
+    # conv at depth 3 is the interaction: linear x 3 relative to conv x 3 is about -0.05
+    assert _row(fit, "C(head)[T.linear]:C(unfreeze)[T.3]")["estimate"] == pytest.approx(-0.05, abs=0.015)
+    # an empty cell of an interaction is aliased: dropped with a note, not a crash
+    sparse = frame[~((frame["head"] == "linear") & (frame["unfreeze"] == 3))]
+    fit = fit_mixed_model(sparse, "auc ~ C(head) * C(unfreeze)", groups="config_id")
+    assert any("aliased" in note for note in fit.notes)
+
+
+def test_parametric_bootstrap_widens_intervals_when_configurations_are_few():
+    from analysis.small_sample import parametric_bootstrap
+
+    frame = _confirmation(np.random.default_rng(2), heads=("a", "b", "c"), depths=(1, 2), seeds=5, config_sd=0.03)
+    fit = fit_mixed_model(frame, "auc ~ C(head)", groups="config_id")  # 6 configurations, 2 per head
+    assert fit.design is not None and fit.n_groups == 6
+    assert np.array_equal(fit.design.endog, frame["auc"].to_numpy())
+    assert np.allclose(fit.design.fe_params, fit.table["estimate"])
+    boot = parametric_bootstrap(fit, replicates=99, seed=0)
+    assert boot.replicates + boot.failed == 99 and boot.replicates >= 80
+    table = boot.table.set_index("term")
+    wald = fit.table.set_index("term")
+    width = (table["boot_ci_high"] - table["boot_ci_low"]) / (wald["ci_high"] - wald["ci_low"])
+    # the head contrasts rest on the configuration variance from 6 groups, itself uncertain: wider than Wald
+    assert (width.drop("Intercept") > 1.15).all() and width["Intercept"] > 0.9
+    again = parametric_bootstrap(fit, replicates=99, seed=0)
+    assert again.table.equals(boot.table)  # reproducible
+
+
+def test_parametric_bootstrap_agrees_with_wald_when_groups_are_many():
+    from analysis.small_sample import parametric_bootstrap
+
+    frame = _confirmation(np.random.default_rng(3), heads=tuple("abcdefghij"), depths=(1, 2, 3, 4), seeds=3)
+    fit = fit_mixed_model(frame, "auc ~ C(unfreeze)", groups="config_id")  # 40 configurations
+    boot = parametric_bootstrap(fit, replicates=99, seed=1).table.set_index("term")
+    wald = fit.table.set_index("term")
+    width = (boot["boot_ci_high"] - boot["boot_ci_low"]) / (wald["ci_high"] - wald["ci_low"])
+    assert width.between(0.75, 1.35).all()
+
+
+def test_parametric_bootstrap_refuses_an_ols_fit():
+    from analysis.small_sample import parametric_bootstrap
+
+    fit = fit_mixed_model(_confirmation(np.random.default_rng(4)), "auc ~ C(head)")
+    with pytest.raises(ValueError, match="fitted by OLS"):
+        parametric_bootstrap(fit)

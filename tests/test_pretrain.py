@@ -1,7 +1,8 @@
 """Stage I (VAE pretraining) and its encoder as stage II's starting weights (``weights=ssl:``): the KL
-warm-up schedule, a real pretraining run on BreastMNIST whose validation ELBO falls, MLflow logging, a
-bit-identical encoder round trip (ResNet-18 and ConvNeXt-Tiny), frozen stages that stay bit-identical
-through stage II, and bad input refused before training."""
+warm-up schedule, a likelihood that counts each grayscale pixel once, a real pretraining run on
+BreastMNIST whose validation ELBO falls, MLflow logging, a bit-identical encoder round trip (ResNet-18
+and ConvNeXt-Tiny), frozen stages that stay bit-identical through stage II, and bad input refused
+before training."""
 
 from __future__ import annotations
 
@@ -10,17 +11,21 @@ import math
 import shutil
 import time
 
+import numpy as np
 import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
 from tuner.cli import main
 from tuner.config import make_trial_config
+from tuner.data import build_transform
 from tuner.errors import ConfigError
 from tuner.models import build_classifier, get_backbone
 from tuner.pretrain import VAE, decoder_geometry, kl_beta, make_pretrain_config, vae_terms
 from tuner.pretrain import train as pretrain_train
+from tuner.pretrain import vae as pretrain_vae
 from tuner.pretrain.train import train_vae
+from tuner.pretrain.vae import image_channels, vae_batch_terms
 from tuner.search import SearchRequest, prepare
 from tuner.training.checkpoint import STATE_FILE
 from tuner.training.session import LocalSession
@@ -56,12 +61,68 @@ def test_loss_terms_are_the_bernoulli_nll_and_the_gaussian_kl():
     assert kl.item() == pytest.approx(expected_kl.item(), rel=1e-5)
 
 
+def _bernoulli_nll(logits: torch.Tensor, pixels: torch.Tensor) -> torch.Tensor:
+    """-sum over every element of log Bernoulli(pixels | sigmoid(logits)), per image, batch mean."""
+    p = torch.sigmoid(logits.double())
+    x = pixels.double()
+    return -(x * p.log() + (1 - x) * (1 - p).log()).flatten(1).sum(1).mean()
+
+
+def _vae_on(raw: np.ndarray, size: int = 28) -> tuple[VAE, torch.Tensor, torch.Tensor]:
+    """An untrained VAE for ``raw``'s channels, the encoder's input of ``raw`` and a fixed noise."""
+    torch.manual_seed(0)
+    vae = VAE(get_backbone("resnet18"), latent_dim=3, image_size=size, decoder_width=16,
+              channels=image_channels(raw)).eval()
+    transform = build_transform(size, augment=False)
+    return vae, torch.stack([transform(image) for image in raw]), torch.randn(len(raw), 3)
+
+
+def test_the_loss_on_a_grayscale_image_counts_each_pixel_once():
+    raw = np.random.default_rng(0).integers(0, 256, (2, 28, 28), dtype=np.uint8)
+    vae, images, noise = _vae_on(raw)
+    assert images.shape == (2, 3, 28, 28), "the encoder sees 3 (identical) channels"
+    assert vae.channels == 1
+    recon, kl = vae_batch_terms(vae, images, noise=noise)
+    logits, mu, logvar = vae(images, noise=noise)
+    assert logits.shape == (2, 1, 28, 28), "the decoder reconstructs the one grayscale channel"
+    # by hand: one Bernoulli term per pixel of the raw image, H*W terms per image
+    expected = _bernoulli_nll(logits[:, 0], torch.from_numpy(raw) / 255.0)
+    assert recon.item() == pytest.approx(expected.item(), rel=1e-5)
+    # a decoder that says p = 1/2 everywhere costs exactly ln 2 per pixel: 28*28*ln 2, not 3 times that
+    for parameter in vae.decoder.out.parameters():
+        torch.nn.init.zeros_(parameter)
+    recon, _ = vae_batch_terms(vae, images, noise=noise)
+    assert recon.item() == pytest.approx(28 * 28 * math.log(2), rel=1e-6)
+
+
+def test_the_loss_on_a_colour_image_counts_every_channel():
+    raw = np.random.default_rng(1).integers(0, 256, (2, 28, 28, 3), dtype=np.uint8)
+    vae, images, noise = _vae_on(raw)
+    assert vae.channels == 3
+    recon, _ = vae_batch_terms(vae, images, noise=noise)
+    logits, _, _ = vae(images, noise=noise)
+    assert logits.shape == (2, 3, 28, 28)
+    expected = _bernoulli_nll(logits, torch.from_numpy(raw).permute(0, 3, 1, 2) / 255.0)
+    assert recon.item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_image_channels_follow_the_data():
+    assert image_channels(np.zeros((4, 8, 8), np.uint8)) == 1
+    assert image_channels(np.zeros((4, 8, 8, 3), np.uint8)) == 3
+    assert image_channels([np.zeros((8, 8), np.uint8), np.zeros((9, 7), np.uint8)]) == 1
+    assert image_channels([np.zeros((8, 8), np.uint8), np.zeros((9, 7, 3), np.uint8)]) == 3
+    with pytest.raises(ValueError, match="1 \\(grayscale\\) or 3 \\(colour\\) channels, not 2"):
+        VAE(get_backbone("resnet18"), latent_dim=3, image_size=28, decoder_width=16, channels=2)
+
+
 @pytest.mark.parametrize(("size", "geometry"), [(28, (7, 2)), (32, (4, 3)), (64, (4, 4)), (224, (7, 5)),
                                                 (96, (6, 4)), (10, (5, 1))])
 def test_decoder_reaches_its_sizes(size, geometry):
     assert decoder_geometry(size) == geometry
     vae = VAE(get_backbone("resnet18"), latent_dim=3, image_size=size, decoder_width=16)
     assert vae.decoder(torch.zeros(2, 3)).shape == (2, 3, size, size)
+    gray = VAE(get_backbone("resnet18"), latent_dim=3, image_size=size, decoder_width=16, channels=1)
+    assert gray.decoder(torch.zeros(2, 3)).shape == (2, 1, size, size)
 
 
 @pytest.mark.parametrize(("size", "nearest"), [(30, "28 or 32"), (100, "96 or 112"), (36, "32 or 40"),
@@ -104,18 +165,23 @@ def test_encoder_is_the_classifiers_trunk(backbone):
 @pytest.fixture(scope="module")
 def pretrained(tmp_path_factory, breastmnist):
     """``medtune pretrain`` on all 546 BreastMNIST training images, 3 epochs at 28 px, recording the
-    beta of every training batch's loss."""
+    beta of every training batch's loss and the channels every reconstruction term was computed on."""
     storage = tmp_path_factory.mktemp("pretrain")
-    betas = []
-    original = pretrain_train.vae_loss
+    betas, channels = [], set()
+    original, original_terms = pretrain_train.vae_loss, pretrain_vae.vae_terms
 
     def spy(recon, kl, beta):
         betas.append(beta)
         return original(recon, kl, beta)
 
+    def terms_spy(logits, target, mu, logvar):
+        channels.add((logits.shape[1], target.shape[1]))
+        return original_terms(logits, target, mu, logvar)
+
     started = time.time()
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(pretrain_train, "vae_loss", spy)
+        patch.setattr(pretrain_vae, "vae_terms", terms_spy)
         code = main(["pretrain", "--dataset", "breastmnist", "--backbone", "resnet18", "--image-size", "28",
                      "--latent-dim", "16", "--decoder-width", "32", "--epochs", str(EPOCHS), "--kl-warmup-epochs",
                      str(WARMUP), "--beta", str(BETA), "--batch-size", str(BATCH), "--storage", str(storage),
@@ -127,6 +193,7 @@ def pretrained(tmp_path_factory, breastmnist):
     experiment = client.get_experiment_by_name("vae-breast")
     (run,) = client.search_runs([experiment.experiment_id])
     return {"storage": storage, "uri": uri, "client": client, "run": run, "betas": betas, "seconds": seconds,
+            "channels": channels,
             "encoder": storage / "vae-breast" / "encoder.pt"}
 
 
@@ -172,6 +239,8 @@ def test_run_logs_params_curves_reconstructions_and_the_encoder(pretrained):
                                                                                   "encoder/encoder.json"}
     meta = json.loads(pretrained["encoder"].with_name("encoder.json").read_text())
     assert (meta["backbone"], meta["image_size"], meta["latent_dim"]) == ("resnet18", 28, 16)
+    assert meta["channels"] == 1, "BreastMNIST is grayscale: the decoder reconstructs one channel"
+    assert pretrained["channels"] == {(1, 1)}, "every reconstruction term was over the one grayscale channel"
     best_epoch = min(range(EPOCHS), key=lambda i: _history(client, run.info.run_id, "val_elbo")[i]) + 1
     assert meta["best_epoch"] == best_epoch
 

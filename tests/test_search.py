@@ -1,4 +1,5 @@
-"""A real Ray Tune search with ASHA, logged to a real MLflow store, then analysed."""
+"""A real Ray Tune search with ASHA (3 trials per head: the quick space's arms), logged to a real MLflow
+store, then analysed."""
 
 from __future__ import annotations
 
@@ -8,21 +9,22 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from analysis import load_test_scores, load_trials
-from analysis.report import build_report
+from analysis.report import AnalysisOptions, build_report
 from tuner.search import SearchRequest, run_search
 
 
 @pytest.fixture(scope="module")
 def finished_search(ray_local, small_npz, tmp_path_factory):
     storage = tmp_path_factory.mktemp("results")
-    request = SearchRequest(space="quick", dataset=str(small_npz), num_samples=8, max_epochs=4,
+    request = SearchRequest(space="quick", dataset=str(small_npz), num_samples=9, max_epochs=4,
                             search="optuna", storage=str(storage), experiment="asha-test", seed=3)
     return run_search(request), storage
 
 
 def test_asha_stops_some_trials_early(finished_search):
     outcome, _ = finished_search
-    assert outcome.trials == 8 and outcome.errored == 0
+    assert outcome.trials == 9 and outcome.errored == 0
+    assert outcome.trials_per_arm == {"head=linear": 3, "head=conv": 3, "head=convskip": 3}
     assert outcome.stopped_early >= 1, "ASHA stopped no trial"
     assert outcome.completed >= 1
     assert outcome.best is not None and 0.0 <= outcome.best["test_auc"] <= 1.0
@@ -36,7 +38,7 @@ def test_every_trial_is_a_nested_mlflow_run_with_curves_and_scores(finished_sear
     parent = [r for r in runs if r.info.run_id == outcome.parent_run_id]
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == outcome.parent_run_id]
     assert len(parent) == 1 and parent[0].data.params["space"] == "quick"
-    assert len(children) == 8
+    assert len(children) == 9
     for run in children:
         assert run.info.status == "FINISHED"
         params = run.data.params
@@ -57,7 +59,7 @@ def test_every_trial_is_a_nested_mlflow_run_with_curves_and_scores(finished_sear
 def test_load_trials_gives_one_typed_row_per_trial(finished_search):
     outcome, storage = finished_search
     frame = load_trials("asha-test", outcome.tracking_uri)
-    assert len(frame) == 8
+    assert len(frame) == 9
     assert frame["lr"].dtype == float and frame["seed"].dtype.kind == "i"
     assert np.allclose(frame["log10_lr"], np.log10(frame["lr"]))
     assert set(frame["outcome"]) <= {"completed", "stopped_early"}
@@ -66,11 +68,13 @@ def test_load_trials_gives_one_typed_row_per_trial(finished_search):
 
 def test_report_is_written_and_logged_to_the_parent_run(finished_search, tmp_path):
     outcome, storage = finished_search
-    markdown = build_report("asha-test", tracking_uri=outcome.tracking_uri, out=tmp_path / "report").markdown_path
+    # ASHA stopped some trials: pooled here (--include-stopped), so every head is compared whatever ASHA did
+    markdown = build_report("asha-test", tracking_uri=outcome.tracking_uri, out=tmp_path / "report",
+                            options=AnalysisOptions(include_stopped=True)).markdown_path
     text = markdown.read_text()
-    for section in ("## 1. Overview", "## 2. Mixed model", "## 3. Does each factor matter?",
-                    "## 4. DeLong comparisons", "## 6. Effect plots", "## 7. Learning curves and overfitting",
-                    "## 8. Hyperparameter importance"):
+    for section in ("## 1. Overview", "## 2. Mixed model (exploratory)", "## 3. Does each factor matter?",
+                    "## 4. DeLong comparisons", "## 7. Effect plots", "## 8. Learning curves and overfitting",
+                    "## 12. Hyperparameter importance"):
         assert section in text
     delong = pd.read_csv(tmp_path / "report" / "delong.csv")
     heads = {"linear", "conv", "convskip"}
@@ -78,7 +82,7 @@ def test_report_is_written_and_logged_to_the_parent_run(finished_search, tmp_pat
     assert delong["p_value"].between(0, 1).all() and (delong["p_holm"] >= delong["p_value"]).all()
     assert delong["p_holm"].between(0, 1).all() and delong["paired"].all()
     model = pd.read_csv(tmp_path / "report" / "mixed_model.csv")
-    assert list(model.columns) == ["term", "estimate", "se", "z", "p", "ci_low", "ci_high"]
+    assert list(model.columns)[:7] == ["term", "estimate", "se", "z", "p", "ci_low", "ci_high"]
     assert (tmp_path / "report" / "test_auc_by_lr.png").stat().st_size > 1000
     assert "data:image/png;base64," in (tmp_path / "report" / "report.html").read_text()
     logged = {a.path for a in MlflowClient(outcome.tracking_uri).list_artifacts(outcome.parent_run_id, "report")}
@@ -100,3 +104,17 @@ def test_trials_share_the_decoded_images_through_the_object_store(ray_local, sma
                          run_config=tune.RunConfig(storage_path=str(tmp_path), verbose=0)).fit()
     assert [r.metrics["writeable"] for r in results] == [0, 0]
     assert [r.metrics["owns_data"] for r in results] == [0, 0]
+
+
+def test_patient_regex_reaches_the_data_loader(small_npz, tmp_path, capsys):
+    """``--patient-regex`` goes to ``load_dataset`` from ``tune`` and ``train``: it applies to image folders
+    only, and the loader's refusal for an .npz shows it arrived."""
+    from tuner.cli import main
+    from tuner.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="--patient-regex .*P.* applies to image folders only"):
+        run_search(SearchRequest(space="quick", dataset=str(small_npz), storage=str(tmp_path),
+                                 patient_regex=r"^(P\d+)_"))
+    assert main(["train", "--space", "quick", "--dataset", str(small_npz), "--patient-regex", "^(P\\d+)_",
+                 "--out", str(tmp_path / "train")]) == 2
+    assert "applies to image folders only" in capsys.readouterr().err

@@ -1,16 +1,19 @@
 """Search spaces and trial configs: every searched value is a canonical key that reaches the trial,
-conditional parameters appear only on their branch, and bad values are refused up front."""
+conditional parameters appear only on their branch, seeds are never searched, and bad values are
+refused up front."""
 
 from __future__ import annotations
 
 import optuna
 import pytest
 
-from search_spaces import OptunaSpace, enumerate_space, get_space, space_names
+from search_spaces import OptunaSpace, Space, enumerate_space, get_space, space_names
 from tuner.cli import pins_from_pairs
 from tuner.config import TRIAL_DEFAULTS, make_trial_config
 from tuner.errors import ConfigError
 from tuner.search import SearchRequest, prepare
+from tuner.search_request import effective_pins
+from tuner.tune_build import _OptunaDefine
 
 
 def test_shipped_spaces_are_found():
@@ -30,8 +33,8 @@ def test_every_grid_point_is_a_valid_trial_config(name):
 
 def test_quick_grid_follows_conditional_branches():
     configs = enumerate_space(get_space("quick").define)
-    # linear: 3 lr x 2 seeds; conv and convskip: 3 kernel sizes x 3 lr x 2 seeds each
-    assert len(configs) == 6 + 18 + 18
+    # linear: 3 lr; conv and convskip: 3 kernel sizes x 3 lr each (no seeds: they are replicates)
+    assert len(configs) == 3 + 9 + 9
     assert all("kernel_size" not in c for c in configs if c["head"] == "linear")
     assert {c["kernel_size"] for c in configs if c["head"] == "conv"} == {3, 5, 7}
     assert {c["lr"] for c in configs} == {1e-3, 1e-2, 1e-1}
@@ -93,3 +96,54 @@ def test_missing_weights_are_refused_before_any_trial(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     with pytest.raises(ConfigError, match="resnet50-0676ba61.pth"):
         prepare(SearchRequest(space="convskip_unfreeze", dataset="breastmnist", pins={"weights": "imagenet"}))
+
+
+@pytest.mark.parametrize("name", space_names())
+@pytest.mark.parametrize("sampler", ["tpe", "random"])
+def test_no_searcher_ever_samples_a_seed(name, sampler, monkeypatch):
+    """Over many Optuna samples (through the search's own define-by-run) and the whole grid of every
+    space, ``seed`` is never a trial parameter: each configuration runs with the search's one seed."""
+    monkeypatch.delenv("MEDTUNE_SSL_ENCODER", raising=False)
+    request = SearchRequest(space=name, dataset="breastmnist", pins={"seed": 7})
+    sampler = (optuna.samplers.TPESampler(seed=0, n_startup_trials=5) if sampler == "tpe"
+               else optuna.samplers.RandomSampler(seed=0))
+    study = optuna.create_study(sampler=sampler, direction="maximize")
+    define = _OptunaDefine(name, effective_pins(request))
+    for number in range(40):
+        trial = study.ask()
+        config = define(trial)
+        assert "seed" not in trial.params and "fold" not in trial.params
+        assert config["seed"] == 7
+        study.tell(trial, float(number % 7))
+    assert all("seed" not in t.params for t in study.trials)
+    grid = enumerate_space(get_space(name).define, {"weights": "none"})
+    assert grid and all("seed" not in config for config in grid)  # the grid never varies it either
+
+
+def test_every_configuration_of_a_search_runs_with_one_seed():
+    _, configs = prepare(SearchRequest(space="quick", dataset="breastmnist"))
+    assert {c["seed"] for c in configs} == {TRIAL_DEFAULTS["seed"]}
+    _, configs = prepare(SearchRequest(space="quick", dataset="breastmnist", pins={"seed": 3}))
+    assert {c["seed"] for c in configs} == {3}
+
+
+@pytest.mark.parametrize("key", ["seed", "fold"])
+def test_a_space_that_asks_for_a_replicate_key_is_refused(key):
+    with pytest.raises(ConfigError, match=f"asks for '{key}'.*replicates.*medtune confirm --seeds"):
+        enumerate_space(lambda s: {"x": s.choice(key, [0, 1])})
+    with pytest.raises(ConfigError, match="replicates"):
+        Space().constant(key, 0)
+
+
+def test_a_list_of_seeds_is_refused_not_ignored():
+    with pytest.raises(ConfigError, match=r"--set seed=\[0, 1\].*replicates.*--set seed=0"):
+        prepare(SearchRequest(space="quick", dataset="breastmnist", pins={"seed": [0, 1]}))
+
+
+def test_the_optuna_config_holds_the_space_constants_and_asked_constants():
+    """``s.constant`` values (``epochs`` of finetune_strategies, ``backbone`` of ssl_vs_imagenet) reach a
+    sampled trial's config, not only the grid's."""
+    config = _OptunaDefine("finetune_strategies", {"weights": "none"})(optuna.create_study().ask())
+    assert config["epochs"] == 50 and config["weights"] == "none"
+    config = _OptunaDefine("ssl_vs_imagenet", {})(optuna.create_study().ask())
+    assert config["backbone"] == "convnext_tiny"

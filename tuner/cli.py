@@ -1,5 +1,6 @@
-"""``medtune``: ``tune`` runs a search, ``train`` runs one trial in-process (no Ray), ``analyze``
-writes the statistics of a finished search."""
+"""``medtune``: ``tune`` runs a search, ``confirm`` re-runs its chosen configurations at full budget with
+fresh seeds, ``train`` runs one trial in-process (no Ray), ``analyze`` writes the statistics of a finished
+search."""
 
 from __future__ import annotations
 
@@ -11,6 +12,13 @@ from pathlib import Path
 from typing import Any
 
 from tuner.config import SELECTION_METRICS
+from tuner.confirm_cli import (
+    add_confirm_parser,
+    add_tune_arguments,
+    confirm_after_search,
+    confirm_command,
+    confirm_request,
+)
 from tuner.errors import ConfigError
 
 
@@ -36,6 +44,12 @@ def _add_tune(commands: argparse._SubParsersAction) -> None:
                    help="validation metric the search optimises and each trial selects its best epoch by")
     p.add_argument("--grace-period", type=int, default=1, help="ASHA: epochs before a trial can be stopped")
     p.add_argument("--reduction-factor", type=int, default=2, help="ASHA: 1/rf of trials go on at each rung")
+    p.add_argument("--patient-regex", help=_PATIENT_REGEX_HELP)
+    add_tune_arguments(p)
+
+
+_PATIENT_REGEX_HELP = ("image folders: regex finding the patient ID in each file name (group `patient`, else 1), so "
+                       "that no patient is in two splits")
 
 
 def _add_train(commands: argparse._SubParsersAction) -> None:
@@ -45,6 +59,7 @@ def _add_train(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--data-root")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--out", default="results/train", help="folder for the checkpoint")
+    p.add_argument("--patient-regex", help=_PATIENT_REGEX_HELP)
     p.add_argument("--resume", action="store_true", help="continue from --out's checkpoint")
 
 
@@ -98,6 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_pretrain(commands)
     _add_analyze(commands)
     _add_sync(commands)
+    add_confirm_parser(commands)
     _add_weights(commands)
     return parser
 
@@ -119,6 +135,8 @@ def main(argv: list[str] | None = None) -> int:
             from tuner.models.convert import weights_import_command
 
             return weights_import_command(args)
+        if args.command == "confirm":
+            return confirm_command(confirm_request(args, ""))
         if args.command == "sync":
             from tuner.search import sync_search
 
@@ -136,14 +154,18 @@ def main(argv: list[str] | None = None) -> int:
 def _tune(args: argparse.Namespace) -> int:
     from tuner.search import SearchRequest, run_search
 
+    confirm = confirm_request(args, "confirm_")  # checked before the search starts
     outcome = run_search(SearchRequest(
         space=args.space, dataset=args.dataset, data_root=args.data_root, num_samples=args.num_samples,
         max_epochs=args.max_epochs, search=args.search, cpus_per_trial=args.cpus_per_trial,
         gpus_per_trial=args.gpus_per_trial, pins=pins_from_pairs(args.set), storage=args.storage,
         experiment=args.experiment, tracking_uri=args.tracking_uri, resume=args.resume, seed=args.seed,
-        grace_period=args.grace_period, reduction_factor=args.reduction_factor, metric=args.metric))
+        grace_period=args.grace_period, reduction_factor=args.reduction_factor, metric=args.metric,
+        patient_regex=args.patient_regex))
     print(f"\nmedtune: {outcome.trials} trials: {outcome.completed} completed, {outcome.stopped_early} stopped "
           f"early by ASHA, {outcome.errored} errored.")
+    if outcome.arm_factors:
+        print(outcome.arms_line())
     if outcome.best:
         print(f"best (by {args.metric}): {args.metric}={outcome.best['best_score']:.4f} "
               f"test_auc={outcome.best['test_auc']:.4f} test_acc={outcome.best['test_acc']:.4f}")
@@ -152,7 +174,8 @@ def _tune(args: argparse.Namespace) -> int:
     print(f"MLflow runs:   {outcome.tracking_uri}  (experiment {outcome.experiment!r})")
     print(f"  view them:   mlflow ui --backend-store-uri {outcome.tracking_uri} --workers 1")
     print(f"  analyze:     medtune analyze --experiment {outcome.experiment} --storage {args.storage}")
-    return 0 if outcome.errored < outcome.trials else 1
+    status = 0 if outcome.errored < outcome.trials else 1
+    return status if confirm is None else max(status, confirm_after_search(confirm, outcome.experiment, args.resume))
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -164,7 +187,7 @@ def _train(args: argparse.Namespace) -> int:
 
     pins = pins_from_pairs(args.set)
     config = make_trial_config({**enumerate_space(get_space(args.space).define, pins)[0], **pins})
-    data = load_dataset(args.dataset, args.data_root)
+    data = load_dataset(args.dataset, args.data_root, patient_regex=args.patient_regex)
     print("medtune: training " + json.dumps(config), flush=True)
     out = Path(args.out)
     result = run_trial(config, data, LocalSession(out, resume=args.resume))

@@ -49,6 +49,10 @@ TRIAL_PARAMS: tuple[Param, ...] = (
     Param("augment", bool, False, "random rotation, shift and shear of the training images"),
     Param("metric", str, "val_auc", "the validation metric that selects the best epoch", choices=SELECTION_METRICS),
     Param("seed", int, 0, "seeds weight initialisation, shuffling and augmentation"),
+    Param("folds", int, None, "k-fold cross-validation: train and val pooled and cut into this many folds "
+          "(seed 0, grouped by patient where known; test untouched). Unset: the data set's own split", low=2,
+          nullable=True),
+    Param("fold", int, 0, "with `folds`: which fold is the validation split", low=0),
     Param("amp", bool, True, "mixed precision on CUDA"),
 )
 # The component registries; each is chosen by the trial-level key named like its kind (head=, strategy=, ...).
@@ -126,6 +130,12 @@ def check_trial_config(config: Mapping[str, Any]) -> None:
         component.own_values(config)
     build_strategy(config, num_groups)  # the strategy's own checks: against the trunk's groups, epochs, weight decay
     check_weights(spec, config["weights"])  # its form, from the weight-source registry (tuner.weight_sources)
+    if config["folds"] is None and config["fold"] != 0:
+        raise ConfigError(f"fold={config['fold']} without folds: the fold index selects one fold of k-fold "
+                          "cross-validation. Set folds (e.g. folds=5), or drop fold.")
+    if config["folds"] is not None and config["fold"] >= config["folds"]:
+        raise ConfigError(f"fold={config['fold']} is out of range for folds={config['folds']}: use a fold index "
+                          f"from 0 to {config['folds'] - 1}.")
     if config["resize_size"] is not None and config["resize_size"] < config["image_size"]:
         raise ConfigError(f"resize_size={config['resize_size']} is smaller than image_size={config['image_size']}: "
                           "the centre crop would not fit. Use resize_size >= image_size, or drop it.")

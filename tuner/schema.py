@@ -56,3 +56,10 @@ def config_id(config: Mapping[str, Any]) -> str:
     replicates of the confirmation stage repeat, and the random effect of the mixed model."""
     defining = {k: v for k, v in sorted(config.items()) if k not in REPLICATE_KEYS}
     return hashlib.sha1(json.dumps(defining, sort_keys=True, default=str).encode()).hexdigest()[:10]
+
+
+def confirm_experiment(experiment: str) -> str:
+    """The name of a search's confirmation stage (its Tune folder beside the search's, in the same
+    storage): ``<experiment>-confirm``. One spelling, so the stage that writes it and the analysis that
+    reads it cannot disagree."""
+    return f"{experiment}-{CONFIRM}"

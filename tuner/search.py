@@ -1,8 +1,9 @@
 """A search: check everything, load the data once, then let Ray Tune run the trials.
 
 The jobs live in their own modules and meet here: the request and its checks (``search_request``),
-Ray start-up (``cluster``), the tracking store (``tracking``), the Tuner (``tune_build``) and the
-outcome (``search_summary``). ``_tune_trial``, the trainable every trial worker runs, lives here.
+the arms' equal budgets (``arms``), Ray start-up (``cluster``), the tracking store (``tracking``), the
+Optuna studies (``optuna_study``), the Tuner (``tune_build``) and the outcome (``search_summary``).
+``_tune_trial``, the trainable every trial worker runs, lives here.
 """
 
 from __future__ import annotations
@@ -14,9 +15,12 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from search_spaces import space_arms
+from tuner.arms import arm_plan
 from tuner.cluster import init_ray
 from tuner.data import DatasetSplits, load_dataset
 from tuner.errors import ConfigError
+from tuner.optuna_study import optuna_storage_url, refuse_existing_studies
 from tuner.schema import SEARCH_FILE
 from tuner.search_request import SearchRequest, prepare
 from tuner.search_summary import SearchOutcome, summarise
@@ -33,13 +37,14 @@ from tuner.tune_build import search_tuner, with_data
 __all__ = ["SEARCH_FILE", "SearchOutcome", "SearchRequest", "prepare", "run_search", "sync_search"]
 
 
-
 def run_search(request: SearchRequest) -> SearchOutcome:
     """Run (or, with ``request.resume``, continue) a search to its end: every check first, then the
-    trials on Ray, each logged to MLflow as it runs; returns the counts and the best trial."""
+    trials on Ray, each logged to MLflow as it runs, and each sampled trial told to its arm's Optuna
+    study; returns the counts, the trials each arm got, and the best trial."""
     from ray import tune
 
     space, configs = prepare(request)
+    plan = arm_plan(space_arms(space), configs, request.num_samples, grid=request.search == "grid")
     storage = Path(request.storage).expanduser().resolve()
     name = request.experiment or f"{request.space}-{Path(request.dataset).name}-{time.strftime('%Y%m%d-%H%M%S')}"
     experiment_dir = storage / name
@@ -50,8 +55,11 @@ def run_search(request: SearchRequest) -> SearchOutcome:
     if not request.resume and experiment_dir.exists():
         raise ConfigError(f"{experiment_dir} already holds a search. Pass --resume to continue it, or choose "
                           "another --experiment name.")
-    data = load_dataset(request.dataset, request.data_root)
+    data = load_dataset(request.dataset, request.data_root, patient_regex=request.patient_regex)
     store = open_store(storage, name, request.tracking_uri)
+    optuna_url = optuna_storage_url(storage, store.tracking_uri)
+    if not request.resume:
+        refuse_existing_studies(optuna_url, name)
     init_ray(request.cpus_per_trial, request.gpus_per_trial)
 
     trainable = with_data(_tune_trial, data, request.cpus_per_trial, request.gpus_per_trial)
@@ -61,19 +69,27 @@ def run_search(request: SearchRequest) -> SearchOutcome:
         runner = tune.Tuner.restore(str(experiment_dir), trainable=trainable, resume_errored=True)
     else:
         record = {**asdict(request), "tracking_uri": redact(store.tracking_uri)}
+        studies = {"optuna_storage": optuna_url} if plan.share is not None else {}
         parent_run_id = start_run(store.client, store.experiment_id, name, {
             **{k: v for k, v in record.items() if k not in ("pins", "resume")},
-            "pins": request.pins, "dataset": data.name, "task": data.task,
-            "grid_size": len(configs)}, role="search", artifacts={"search_space": Path(space.__file__)})
+            "pins": request.pins, "dataset": data.name, "task": data.task, "grid_size": len(configs),
+            "arms": plan.record(), **studies}, role="search", artifacts={"search_space": Path(space.__file__)})
         logger = MlflowTrialLogger(store.tracking_uri, store.experiment_id, parent_run_id, {"dataset": data.name})
-        runner = search_tuner(request, configs, trainable, storage, name, logger)
+        runner = search_tuner(request, configs, plan, trainable, storage, name, logger, optuna_url)
         experiment_dir.mkdir(parents=True, exist_ok=True)
         search_file.write_text(json.dumps({"parent_run_id": parent_run_id, "experiment": name,
-                                           "trial_params": {"dataset": data.name}, "request": record}, indent=2))
+                                           "trial_params": {"dataset": data.name}, "request": record,
+                                           "arms": plan.record(), **studies}, indent=2))
     print(f"medtune: search {name!r}: Tune results in {experiment_dir}; MLflow {redact(store.tracking_uri)} "
           f"(parent run {parent_run_id})", flush=True)
+    if plan.share is not None:
+        arms = (f"{len(plan.cells)} arms ({' x '.join(plan.factors)}), {plan.share} trials each; "
+                if plan.factors else "")
+        print(f"medtune: {arms}Optuna studies in {optuna_url} (optuna-dashboard {optuna_url})", flush=True)
     results = runner.fit()
-    outcome = summarise(results, name, experiment_dir, store.tracking_uri, parent_run_id)
+    outcome = summarise(results, name, experiment_dir, store.tracking_uri, parent_run_id, plan)
+    saved = json.loads(search_file.read_text())
+    search_file.write_text(json.dumps({**saved, "trials_per_arm": outcome.trials_per_arm}, indent=2))
     try:
         store.client.set_terminated(parent_run_id, status="FINISHED" if outcome.errored < outcome.trials else "FAILED")
     except Exception as error:  # the tracking server is down: the results are safe in Tune's folder

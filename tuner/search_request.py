@@ -14,6 +14,7 @@ from search_spaces import enumerate_space, get_space
 from tuner.config import TRIAL_DEFAULTS, make_trial_config, unknown_key_error
 from tuner.errors import ConfigError
 from tuner.models import get_backbone
+from tuner.schema import REPLICATE_KEYS
 from tuner.weight_sources import weights_file
 
 SearchAlgorithm = Literal["optuna", "random", "grid"]
@@ -41,6 +42,7 @@ class SearchRequest:
     reduction_factor: int = 2
     max_failures: int = 2
     metric: str = "val_auc"
+    patient_regex: str | None = None  # image folders: the patient ID in a file name (grouped splits)
 
 
 def prepare(request: SearchRequest) -> tuple[ModuleType, list[dict[str, Any]]]:
@@ -54,6 +56,10 @@ def prepare(request: SearchRequest) -> tuple[ModuleType, list[dict[str, Any]]]:
     for key in request.pins:
         if key not in TRIAL_DEFAULTS:
             raise unknown_key_error(key, list(TRIAL_DEFAULTS), f"--set (space {request.space!r})")
+        if key in REPLICATE_KEYS and isinstance(request.pins[key], list):
+            raise ConfigError(f"--set {key}={request.pins[key]}: a search does not choose {key}s, they are replicates. "
+                              f"Pin one (--set {key}=0), and replicate the chosen configurations with the "
+                              "confirmation stage (medtune confirm --seeds N).")
     pins = effective_pins(request)
     configs = [make_trial_config({**config, **fixed_pins(pins)}) for config in enumerate_space(space.define, pins)]
     for backbone, weights in sorted({(c["backbone"], c["weights"]) for c in configs}):
@@ -65,8 +71,10 @@ def prepare(request: SearchRequest) -> tuple[ModuleType, list[dict[str, Any]]]:
 
 
 def effective_pins(request: SearchRequest) -> dict[str, Any]:
-    """``--set`` values plus those implied by other options (``--max-epochs``, ``--metric``)."""
-    pins = dict(request.pins)
+    """``--set`` values plus those implied by other options (``--max-epochs``, ``--metric``), and the
+    one seed every configuration of the search runs with (``--set seed=N``, else the trial's default):
+    a search explores configurations, it does not replicate them."""
+    pins = {"seed": TRIAL_DEFAULTS["seed"], **request.pins}
     if request.max_epochs is not None:
         pins["epochs"] = request.max_epochs
     pins["metric"] = request.metric

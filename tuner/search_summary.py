@@ -1,11 +1,13 @@
-"""What a finished search amounts to (``SearchOutcome``): trials by how they ended, and the best one."""
+"""What a finished search amounts to (``SearchOutcome``): trials by how they ended, the trials each arm
+got, and the best one."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tuner.arms import ArmPlan
 from tuner.tracking import trial_outcome
 
 
@@ -23,11 +25,22 @@ class SearchOutcome:
     stopped_early: int  # by ASHA or by the trial's own early stopping (patience)
     errored: int
     best: dict[str, Any] | None
+    arm_factors: tuple[str, ...] = ()
+    trials_per_arm: dict[str, int] = field(default_factory=dict)  # arm label -> trials it ran (all arms listed)
+
+    def arms_line(self) -> str:
+        """The share each arm got, in words (empty when the space declares no arms)."""
+        if not self.arm_factors:
+            return ""
+        shares = "; ".join(f"{label}: {count}" for label, count in self.trials_per_arm.items())
+        return f"trials per arm ({' x '.join(self.arm_factors)}): {shares}"
 
 
-def summarise(results: Any, name: str, experiment_dir: Path, tracking_uri: str, parent_run_id: str) -> SearchOutcome:
-    """The outcome of Tune's ``ResultGrid``: each trial counted once by how it ended, and the best by
-    its own best selection score (``best_score``), with its test metrics."""
+def summarise(results: Any, name: str, experiment_dir: Path, tracking_uri: str, parent_run_id: str,
+              plan: ArmPlan) -> SearchOutcome:
+    """The outcome of Tune's ``ResultGrid``: each trial counted once by how it ended, the trials each
+    arm cell of ``plan`` ran, and the best by its own best selection score (``best_score``), with its
+    test metrics."""
     completed = stopped = errored = 0
     for result in results:
         if result.error is not None:
@@ -42,4 +55,4 @@ def summarise(results: Any, name: str, experiment_dir: Path, tracking_uri: str, 
         best = {"config": top.config, **{k: top.metrics.get(k) for k in ("best_score", "best_val_auc", "test_auc",
                                                                           "test_acc")}}
     return SearchOutcome(name, experiment_dir, tracking_uri, parent_run_id, len(results), completed, stopped,
-                         errored, best)
+                         errored, best, plan.factors, plan.trials_per_arm(result.config for result in results))

@@ -1,6 +1,12 @@
 """Building Ray Tune's ``Tuner``: the pieces ``medtune tune`` and ``medtune pretrain --search`` share
 (the trainable with its data and resources, ASHA, the run and failure settings), and ``medtune tune``'s
-searchers (Optuna TPE or random over a space's define-by-run, or a preset grid).
+searchers (Optuna TPE or random over a space's define-by-run, one persisted study per arm cell, or a
+preset grid).
+
+``medtune tune``'s ASHA counts ``phase_epoch``, the epochs since a strategy's last phase change (0 while
+a staged strategy such as ``lp_ft`` or ``g_lf`` is still in an earlier phase; the trial reports it), not
+``training_iteration``: judged by its epoch, a staged strategy would be ranked, and cut, while it is
+still a linear probe. Its rungs start once it has become itself; ``max_t`` still caps every trial.
 """
 
 from __future__ import annotations
@@ -13,7 +19,9 @@ from typing import Any
 from ray import tune
 
 from search_spaces import OptunaSpace, get_space
+from tuner.arms import ArmPlan
 from tuner.config import TRIAL_DEFAULTS
+from tuner.optuna_study import ArmSearcher, StudySearch, study_name
 from tuner.search_request import SearchRequest, effective_pins, fixed_pins
 from tuner.tracking import trial_run_name
 
@@ -24,12 +32,14 @@ def with_data(function: Callable[..., None], data: Any, cpus: float, gpus: float
     return tune.with_resources(tune.with_parameters(function, data=data), {"cpu": cpus, "gpu": gpus})
 
 
-def asha(max_epochs: int, grace_period: int, reduction_factor: int) -> Any:
-    """ASHA over epochs (one Tune report per epoch); the grace period never exceeds the epochs."""
+def asha(max_epochs: int, grace_period: int, reduction_factor: int, time_attr: str = "training_iteration") -> Any:
+    """ASHA over epochs (one Tune report per epoch), counted by ``time_attr`` (``phase_epoch`` for
+    ``medtune tune``: see the module's docstring); ``max_epochs`` is its ``max_t``, so no trial runs
+    past it, and the grace period never exceeds it."""
     from ray.tune.schedulers import ASHAScheduler
 
-    return ASHAScheduler(time_attr="training_iteration", max_t=max_epochs,
-                         grace_period=min(grace_period, max_epochs), reduction_factor=reduction_factor)
+    return ASHAScheduler(time_attr=time_attr, max_t=max_epochs, grace_period=min(grace_period, max_epochs),
+                         reduction_factor=reduction_factor)
 
 
 def make_tuner(trainable: Any, *, name: str, storage: Path, metric: str, mode: str, scheduler: Any,
@@ -55,33 +65,49 @@ def make_tuner(trainable: Any, *, name: str, storage: Path, metric: str, mode: s
     )
 
 
-def search_tuner(request: SearchRequest, configs: list[dict[str, Any]], trainable: Any, storage: Path, name: str,
-                 logger: tune.Callback) -> tune.Tuner:
-    """The Tuner of a new ``medtune tune`` search: ASHA on ``request.metric`` (maximised) up to the
-    grid's largest ``epochs``, and the requested searcher."""
-    searcher, num_samples = _searcher(request, configs)
+def search_tuner(request: SearchRequest, configs: list[dict[str, Any]], plan: ArmPlan, trainable: Any, storage: Path,
+                 name: str, logger: tune.Callback, optuna_url: str) -> tune.Tuner:
+    """The Tuner of a new ``medtune tune`` search: ASHA on ``request.metric`` (maximised) over phase
+    epochs up to the grid's largest ``epochs``, and the requested searcher (sampled searches: one
+    study per arm cell of ``plan``, in the RDB storage ``optuna_url``, named after ``name``)."""
+    searcher, num_samples = _searcher(request, configs, plan, name, optuna_url)
     # Tune accepts preset points only for keys its param_space names; the grid's points are full configs.
     param_space = {key: None for key in TRIAL_DEFAULTS} if request.search == "grid" else None
     return make_tuner(trainable, name=name, storage=storage, metric=request.metric, mode="max",
                       scheduler=asha(max(c["epochs"] for c in configs), request.grace_period,
-                                     request.reduction_factor),
+                                     request.reduction_factor, time_attr="phase_epoch"),
                       search_alg=searcher, num_samples=num_samples, trial_name=_trial_name, callbacks=[logger],
                       param_space=param_space, max_failures=request.max_failures)
 
 
-def _searcher(request: SearchRequest, configs: list[dict[str, Any]]) -> tuple[Any, int]:
+def _searcher(request: SearchRequest, configs: list[dict[str, Any]], plan: ArmPlan, name: str,
+              optuna_url: str) -> tuple[Any, int]:
+    """The grid's preset points, or the arm cells' studies (``arm_searcher``) and their whole budget."""
     from ray.tune.search import BasicVariantGenerator
 
-    if request.search == "grid":
+    if request.search == "grid" or plan.share is None:
         return BasicVariantGenerator(points_to_evaluate=configs), len(configs)
-    import optuna
-    from ray.tune.search.optuna import OptunaSearch
+    return arm_searcher(request, plan, name, optuna_url), plan.share * len(plan.cells)
 
-    sampler = (optuna.samplers.TPESampler(seed=request.seed) if request.search == "optuna"
-               else optuna.samplers.RandomSampler(seed=request.seed))
-    searcher = OptunaSearch(space=_OptunaDefine(request.space, effective_pins(request)), metric=request.metric,
-                            mode="max", sampler=sampler)
-    return searcher, request.num_samples or 8
+
+def arm_searcher(request: SearchRequest, plan: ArmPlan, name: str, optuna_url: str) -> ArmSearcher:
+    """A sampled search's searcher: one Optuna study per arm cell of ``plan`` (the cell's values pinned,
+    so it tunes only the other knobs; its own TPE or random sampler seeded by ``--seed``), named
+    ``study_name(name, cell)`` in the RDB storage ``optuna_url``, each given ``plan.share`` trials."""
+    import optuna
+
+    if plan.share is None:
+        raise ValueError("a grid search's plan has no share of trials per arm: it runs its grid points")
+    storage = optuna.storages.RDBStorage(optuna_url)
+    pins = effective_pins(request)
+    studies = []
+    for cell in plan.cells:
+        sampler = (optuna.samplers.TPESampler(seed=request.seed) if request.search == "optuna"
+                   else optuna.samplers.RandomSampler(seed=request.seed))
+        studies.append(StudySearch(space=_OptunaDefine(request.space, {**pins, **plan.pins(cell)}),
+                                   metric=request.metric, mode="max", sampler=sampler, storage=storage,
+                                   study_name=study_name(name, plan.label(cell))))
+    return ArmSearcher(studies, plan.share, request.metric, "max")
 
 
 def _trial_name(trial: Any) -> str:
@@ -98,4 +124,9 @@ class _OptunaDefine:
         self.pins = pins
 
     def __call__(self, trial: Any) -> dict[str, Any]:
-        return {**(get_space(self.space_name).define(OptunaSpace(trial, self.pins)) or {}), **fixed_pins(self.pins)}
+        """The trial's config: the space's constants, every value it asked (sampled, pinned or a
+        ``constant`` such as ``epochs``) and the fixed pins; ``epochs`` always, which ASHA and the
+        trial's outcome read."""
+        space = OptunaSpace(trial, self.pins)
+        constants = get_space(self.space_name).define(space) or {}
+        return {"epochs": TRIAL_DEFAULTS["epochs"], **constants, **space.values, **fixed_pins(self.pins)}

@@ -1,5 +1,7 @@
 """Stage I's training loop: the VAE on the training split's images (never its labels), the validation
-ELBO on the validation split each epoch, and a snapshot of the encoder whenever that improves.
+ELBO on the validation split each epoch, and a snapshot of the encoder whenever that improves. The
+decoder reconstructs the data's own channels (``image_channels``: 1 for a grayscale data set), so the
+ELBO counts each pixel once.
 
 The loop reports through a callback, so the same code runs in-process (``medtune pretrain``, which
 logs to MLflow) and as a Ray Tune trial (``medtune pretrain --search``).
@@ -15,11 +17,13 @@ from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 
 from tuner.data import DatasetSplits, build_transform
 from tuner.models import get_backbone
 from tuner.pretrain.encoder import save_encoder
-from tuner.pretrain.vae import INPUT_PREPROCESSING, VAE, kl_beta, vae_loss, vae_terms
+from tuner.pretrain.vae import VAE, image_channels, kl_beta, reconstruction_target, vae_batch_terms, vae_loss
+from tuner.strategies import cosine_learning_rate
 
 RECONSTRUCTIONS_FILE = "reconstructions.png"
 N_RECONSTRUCTIONS = 8
@@ -47,12 +51,10 @@ class Snapshot:
 
     encoder_state: dict[str, torch.Tensor]
     meta: dict[str, Any]
-    reconstructions: np.ndarray  # (H, W, 3) uint8: originals above, reconstructions below
+    reconstructions: np.ndarray  # (H, W, 3) uint8: originals above, reconstructions below (gray as RGB)
 
     def write(self, folder: Path) -> Path:
         """``encoder.pt``, ``encoder.json`` and ``reconstructions.png`` into ``folder``."""
-        from PIL import Image
-
         path = save_encoder(folder, self.encoder_state, self.meta)
         Image.fromarray(self.reconstructions).save(folder / RECONSTRUCTIONS_FILE)
         return path
@@ -64,13 +66,12 @@ EpochCallback = Callable[[dict[str, float], Snapshot | None], None]
 def train_vae(config: dict[str, Any], data: DatasetSplits, on_epoch: EpochCallback) -> list[dict[str, float]]:
     """Train for ``config["epochs"]`` epochs (``config`` from ``make_pretrain_config``); ``on_epoch``
     gets each epoch's metrics and, when the validation ELBO improved, the new best snapshot."""
-    from tuner.training.trial import cosine_learning_rate
-
     _seed_everything(config["seed"])
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     spec = get_backbone(config["backbone"])
+    channels = image_channels(data.train.images)
     vae = VAE(spec, latent_dim=config["latent_dim"], image_size=config["image_size"],
-              decoder_width=config["decoder_width"]).to(device)
+              decoder_width=config["decoder_width"], channels=channels).to(device)
     size, batch = config["image_size"], config["batch_size"]
     train_set = ImagesOnly(data.train.images, build_transform(size, augment=config["augment"]))
     val_set = ImagesOnly(data.val.images, build_transform(size, augment=False))
@@ -106,7 +107,8 @@ def train_vae(config: dict[str, Any], data: DatasetSplits, on_epoch: EpochCallba
             meta = {"backbone": spec.name, "image_size": size, "latent_dim": config["latent_dim"],
                     "dataset": data.name, "best_epoch": epoch, "val_elbo": metrics["val_elbo"],
                     "config": config, "input": "3-channel, ImageNet-normalised (tuner.data.build_transform)",
-                    "reconstruction": "[0, 1] image, Bernoulli logits"}
+                    "channels": channels,
+                    "reconstruction": f"[0, 1] image in {channels} channel(s), Bernoulli logits"}
             snapshot = Snapshot({k: v.detach().cpu().clone() for k, v in vae.encoder.state_dict().items()},
                                 meta, reconstruction_grid(vae, samples, device))
         on_epoch(metrics, snapshot)
@@ -118,8 +120,7 @@ def _train_epoch(vae: VAE, loader, optimizer, beta: float, device: torch.device)
     sums, count = {"recon": 0.0, "kl": 0.0, "loss": 0.0}, 0
     for images in loader:
         images = images.to(device)
-        logits, mu, logvar = vae(images)
-        recon, kl = vae_terms(logits, unnormalise(images), mu, logvar)
+        recon, kl = vae_batch_terms(vae, images)
         loss = vae_loss(recon, kl, beta)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"VAE training loss became {loss.item()} (recon {recon.item()}, kl "
@@ -144,30 +145,24 @@ def _validate(vae: VAE, loader, config: dict[str, Any], device: torch.device) ->
     for images in loader:
         images = images.to(device)
         noise = torch.randn(len(images), config["latent_dim"], generator=noise_source).to(device)
-        logits, mu, logvar = vae(images, noise=noise)
-        recon, kl = vae_terms(logits, unnormalise(images), mu, logvar)
+        recon, kl = vae_batch_terms(vae, images, noise=noise)
         count += len(images)
         sums["recon"] += recon.item() * len(images)
         sums["kl"] += kl.item() * len(images)
     return {k: v / count for k, v in sums.items()}
 
 
-def unnormalise(images: torch.Tensor) -> torch.Tensor:
-    """The encoder's normalised input back to the [0, 1] image the decoder reconstructs."""
-    mean = torch.tensor(INPUT_PREPROCESSING.mean, device=images.device).view(1, 3, 1, 1)
-    std = torch.tensor(INPUT_PREPROCESSING.std, device=images.device).view(1, 3, 1, 1)
-    return (images * std + mean).clamp(0.0, 1.0)
-
-
 @torch.no_grad()
 def reconstruction_grid(vae: VAE, images: torch.Tensor, device: torch.device, min_tile: int = 64) -> np.ndarray:
-    """Originals (top row) and their reconstructions from the posterior mean (bottom row), uint8."""
+    """Originals (top row) and their reconstructions from the posterior mean (bottom row), uint8 RGB
+    (a grayscale reconstruction shown in its 3 identical channels)."""
     was_training = vae.training
     vae.eval()
     mu, _ = vae.encode(images.to(device))
-    recon = torch.sigmoid(vae.decoder(mu)).cpu()
+    recon = torch.sigmoid(vae.decoder(mu)).cpu().expand(-1, 3, -1, -1)
     vae.train(was_training)
-    rows = [torch.cat(list(unnormalise(images.cpu())), dim=2), torch.cat(list(recon), dim=2)]
+    originals = reconstruction_target(images.cpu(), vae.channels).expand(-1, 3, -1, -1)
+    rows = [torch.cat(list(originals), dim=2), torch.cat(list(recon), dim=2)]
     grid = (torch.cat(rows, dim=1).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
     scale = max(1, -(-min_tile // images.shape[-1]))
     return np.ascontiguousarray(grid.repeat(scale, axis=0).repeat(scale, axis=1))

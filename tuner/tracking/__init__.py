@@ -9,12 +9,14 @@ Tune's own results: when the tracking server is down, the search goes on, the lo
 - ``_store``: choosing the store (``--tracking-uri``, ``$MLFLOW_TRACKING_URI``, SQLite in the results
   folder), reaching it, its experiment, and top-level runs;
 - ``_runs``: what a trial's child run holds (``RunLayout``) and bringing it up to date (``TrialRuns``);
+- ``_stage``: the stage (explore | confirm) and configuration-identity tags of a classifier trial's run;
 - ``_logger``: the resilient Tune callback (``MlflowTrialLogger``), shared by ``medtune tune`` and
   ``medtune pretrain --search``.
 """
 
 from tuner.tracking._logger import RECONNECT_S, MlflowTrialLogger
 from tuner.tracking._runs import (
+    CONFIRM_RUNS,
     OUTCOME_TAG,
     SEARCH_RUNS,
     TEST_SCORES_TAG,
@@ -27,6 +29,7 @@ from tuner.tracking._runs import (
     trial_outcome,
     trial_run_name,
 )
+from tuner.tracking._stage import confirm_tags, explore_tags, trial_config_id
 from tuner.tracking._store import (
     ROLE_TAG,
     TRACKING_URI_ENV,
@@ -44,8 +47,9 @@ from tuner.tracking._store import (
     start_run,
 )
 
-__all__ = ["OUTCOME_TAG", "RECONNECT_S", "ROLE_TAG", "SEARCH_RUNS", "TEST_SCORES_TAG", "TRACKING_URI_ENV",
-           "TRIAL_ID_TAG", "MlflowTrialLogger", "RunLayout", "TrackingStore", "TrialRuns", "artifact_root",
-           "check_reachable", "default_tracking_uri", "git_commit", "limit_mlflow_retries", "open_experiment",
-           "open_store", "param_value", "read_results", "redact", "resolve_tracking_uri", "search_run_name",
-           "start_run", "sync_experiment", "trial_outcome", "trial_run_name"]
+__all__ = ["CONFIRM_RUNS", "OUTCOME_TAG", "RECONNECT_S", "ROLE_TAG", "SEARCH_RUNS", "TEST_SCORES_TAG",
+           "TRACKING_URI_ENV", "TRIAL_ID_TAG", "MlflowTrialLogger", "RunLayout", "TrackingStore", "TrialRuns",
+           "artifact_root", "check_reachable", "confirm_tags", "default_tracking_uri", "explore_tags", "git_commit",
+           "limit_mlflow_retries", "open_experiment", "open_store", "param_value", "read_results", "redact",
+           "resolve_tracking_uri", "search_run_name", "start_run", "sync_experiment", "trial_config_id",
+           "trial_outcome", "trial_run_name"]

@@ -19,7 +19,16 @@ from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
-from tuner.schema import OUTCOME_TAG, TEST_SCORES_FILE, TEST_SCORES_TAG, TRIAL_ID_TAG, trial_outcome
+from tuner.schema import (
+    CONFIRM,
+    OUTCOME_TAG,
+    SEARCH_FILE,
+    TEST_SCORES_FILE,
+    TEST_SCORES_TAG,
+    TRIAL_ID_TAG,
+    trial_outcome,
+)
+from tuner.tracking._stage import confirm_tags, explore_tags, no_config_tags
 from tuner.tracking._store import open_experiment, param_value
 
 _PLACEMENT_TAGS = {"node_id": "medtune.node_id", "cuda_visible_devices": "medtune.cuda_visible_devices",
@@ -27,13 +36,14 @@ _PLACEMENT_TAGS = {"node_id": "medtune.node_id", "cuda_visible_devices": "medtun
 
 
 def trial_run_name(config: Mapping[str, Any]) -> str:
-    """Readable and sortable, e.g. ``resnet50-convskip-u3-lr1e-03-imagenet-s0``."""
+    """Readable and sortable, e.g. ``resnet50-convskip-u3-lr1e-03-imagenet-s0`` (``-f2`` for fold 2 of k)."""
     depth = {"topk": f"u{config.get('unfreeze')}"}.get(config.get("strategy"), config.get("strategy"))
     weights = str(config.get("weights"))
     source = weights if weights in ("none", "imagenet", "radimagenet") else weights.partition(":")[0] \
         if weights.startswith("ssl:") else "file"
     lr = config.get("lr", 0)
-    return f"{config.get('backbone')}-{config.get('head')}-{depth}-lr{lr:.0e}-{source}-s{config.get('seed')}"
+    fold = f"-f{config.get('fold')}" if config.get("folds") else ""
+    return f"{config.get('backbone')}-{config.get('head')}-{depth}-lr{lr:.0e}-{source}-s{config.get('seed')}{fold}"
 
 
 def search_run_name(trial: Any) -> str:
@@ -45,14 +55,18 @@ def search_run_name(trial: Any) -> str:
 class RunLayout:
     """What a trial's child run holds, so the classifier search and the pretraining search share one
     resilient logger: the run's name, extra tags, which reported values are metrics, and the file of
-    the trial's checkpoint logged when the trial ends (with the tag that records it was logged).
-    Tune pickles the logger with its layout, so ``run_name`` must be a module-level function."""
+    the trial's checkpoint logged when the trial ends (with the tag that records it was logged), and
+    the tags read from a trial's config (``config_tags``: a classifier trial's stage and configuration).
+    Tune pickles the logger with its layout, so ``run_name`` and ``config_tags`` must be module-level
+    functions (a layout pickled before ``config_tags`` existed reads the class default)."""
 
     run_name: Callable[[Any], str] = search_run_name
     metric_keys: tuple[str, ...] = ("epoch", "lr", "n_params", "n_trainable_params", "stopped_by_patience",
+                                    "phase_epoch", "settled_epoch", "n_train_images", "n_val_images",
                                     "diverged")
     metric_prefixes: tuple[str, ...] = ("train_", "val_", "test_", "gap_", "best_")
     tags: tuple[tuple[str, str], ...] = ()
+    config_tags: Callable[[Mapping[str, Any]], dict[str, str]] = no_config_tags
     final_artifact: str = TEST_SCORES_FILE
     final_artifact_tag: str = TEST_SCORES_TAG
     # what to do once the store is back, if live logging could not catch up
@@ -67,7 +81,10 @@ class RunLayout:
                 and isinstance(value, int | float) and math.isfinite(value)]
 
 
-SEARCH_RUNS = RunLayout()
+SEARCH_RUNS = RunLayout(config_tags=explore_tags)  # a search's trials: the exploration stage
+# The confirmation stage's replicates, under the search's parent run.
+CONFIRM_RUNS = RunLayout(config_tags=confirm_tags, offline_fix="run `medtune sync` with --experiment "
+                         "<search>-confirm (and the search's --storage) to log what is missing")
 
 
 class TrialRuns:
@@ -96,7 +113,8 @@ class TrialRuns:
             name = self.layout.run_name(trial)
             run_id = self.client.create_run(self.experiment_id, run_name=name, tags={
                 MLFLOW_PARENT_RUN_ID: self.parent_run_id, MLFLOW_RUN_NAME: name, TRIAL_ID_TAG: trial.trial_id,
-                "medtune.trial_dir": str(trial.path), **dict(self.layout.tags)}).info.run_id
+                "medtune.trial_dir": str(trial.path), **dict(self.layout.tags),
+                **self.layout.config_tags(trial.config)}).info.run_id
             params = {**self.extra_params, **trial.config}
             self.client.log_batch(run_id, params=[Param(k, param_value(v)) for k, v in params.items()])
         self._runs[trial.trial_id] = run_id
@@ -154,11 +172,15 @@ def read_results(trial_dir: Path) -> list[dict[str, Any]]:
 
 def sync_experiment(experiment_dir: Path, tracking_uri: str, experiment_name: str, parent_run_id: str,
                     extra_params: Mapping[str, Any]) -> tuple[int, int]:
-    """Back-fill MLflow from a search's Tune folder; returns (trials, epochs added). Safe to repeat."""
+    """Back-fill MLflow from a search's (or a confirmation stage's) Tune folder; returns (trials, epochs
+    added). Safe to repeat. The folder's ``SEARCH_FILE`` says its stage, hence its runs' layout."""
     from ray.tune import ExperimentAnalysis
 
     client, experiment_id = open_experiment(tracking_uri, experiment_name, None)
-    runs = TrialRuns(client, experiment_id, parent_run_id, extra_params)
+    search_file = experiment_dir / SEARCH_FILE
+    stage = json.loads(search_file.read_text()).get("stage") if search_file.is_file() else None
+    runs = TrialRuns(client, experiment_id, parent_run_id, extra_params,
+                     CONFIRM_RUNS if stage == CONFIRM else SEARCH_RUNS)
     trials = ExperimentAnalysis(str(experiment_dir)).trials
     added = sum(runs.catch_up(trial) for trial in trials)
     if all(t.status in ("TERMINATED", "ERROR") for t in trials):

@@ -3,12 +3,18 @@ epoch, keep the best model by the validation metric, and score it on the test sp
 
 The test split is scored whenever the validation metric improves, so every trial, including one that
 ASHA or early stopping ends early, carries the test scores of the model that validation would choose.
+
+Each epoch also reports ``settled_epoch`` (the strategy's ``last_phase_change``) and ``phase_epoch``
+(``max(0, epoch - settled_epoch + 1)``, 0 while a staged strategy is still in an earlier phase). Patience
+counts only epochs from ``settled_epoch`` on, so a staged strategy is never stopped while it is still
+probing; the search's scheduler reads ``phase_epoch`` for the same reason. With ``folds`` set the
+trial trains on fold ``fold`` of ``tuner.data.fold_splits`` (seed 0: every configuration sees the same
+folds).
 """
 
 from __future__ import annotations
 
 import copy
-import math
 import random
 import tempfile
 from pathlib import Path
@@ -21,19 +27,20 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from tuner.config import make_trial_config
-from tuner.data import DatasetSplits, ImageDataset, build_transform
+from tuner.data import DatasetSplits, ImageDataset, build_transform, fold_splits
 from tuner.data.transforms import ImageTransform
 from tuner.errors import ConfigError
-from tuner.models import HEADS, Classifier, build_classifier
+from tuner.models import HEADS, build_classifier
 from tuner.models.weights import preprocessing_for
 from tuner.spec import Preprocessing
-from tuner.strategies import Strategy, build_strategy, relative_gradient_norms
+from tuner.strategies import build_strategy, trunk_distances
 from tuner.training.checkpoint import Progress, load_checkpoint, save_checkpoint
 from tuner.training.epoch_plan import EpochPlanner
 from tuner.training.loop import Evaluation, Precision, evaluate, train_one_epoch
 from tuner.training.losses import build_loss
 from tuner.training.metrics import classification_metrics
 from tuner.training.optimizers import build_optimizer
+from tuner.training.rgn import rgn_scales
 from tuner.training.session import TrialSession
 
 
@@ -41,6 +48,8 @@ def run_trial(config: dict[str, Any], data: DatasetSplits, session: TrialSession
     """Train one configuration on ``data``; returns the last epoch's metrics."""
     config = make_trial_config(config)
     check_config_for_data(config, data)
+    if config["folds"] is not None:
+        data = fold_splits(data, config["folds"], config["fold"])
     _seed_everything(config["seed"])
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
@@ -48,9 +57,10 @@ def run_trial(config: dict[str, Any], data: DatasetSplits, session: TrialSession
                              head_params=HEADS.get(config["head"]).own_values(config), num_outputs=data.num_classes,
                              dropout=config["dropout"], layer_groups=config["layer_groups"]).to(device)
     strategy = build_strategy(config, model.num_groups)
+    settled = strategy.last_phase_change(model.num_groups)
     # The starting trunk, for strategies whose penalty pulls towards it (a copy of the trunk: kept only there).
     start_weights = ({name: p.detach().clone() for name, p in model.trunk.named_parameters()}
-                     if type(strategy).penalty is not Strategy.penalty else {})
+                     if strategy.pulls_to_start else {})
     loader_generator = torch.Generator().manual_seed(config["seed"])
     preprocessing = preprocessing_for(model.spec, config["weights"])
     loaders = build_loaders(data, config, preprocessing, loader_generator, device)
@@ -71,8 +81,16 @@ def run_trial(config: dict[str, Any], data: DatasetSplits, session: TrialSession
         model.set_trainable_groups(strategy.trainable_groups(model.num_groups, epoch))
         # What this epoch runs: the classifier on images, or its trainable part on stored frozen outputs.
         plan = planner.plan()
-        lr = cosine_learning_rate(config["lr"], epoch, config["epochs"])
-        scales = (_rgn_scales(model, data, config, preprocessing, loss_fn, device, precision)
+        phase = strategy.optimizer_phase(epoch, config["lr"], config["epochs"])
+        # A later phase is a new training with a fresh optimizer; a resume inside it has restored the
+        # phase's own optimizer from the checkpoint.
+        if epoch == phase.first and epoch > 1:
+            optimizer = build_optimizer(model, {**config, "lr": phase.lr},
+                                        per_tensor=strategy.per_tensor_learning_rates)
+        lr = phase.learning_rate(epoch)
+        scales = (rgn_scales(model, ImageDataset(data.train, _eval_transform(config, preprocessing)), loss_fn,
+                             batch_size=config["batch_size"], batches=strategy.rgn_batches, seed=config["seed"],
+                             epoch=epoch, device=device, precision=precision)
                   if strategy.per_tensor_learning_rates else None)
         set_learning_rates(optimizer, lr, scales)
         train_loss, train_acc = train_one_epoch(plan.model, plan.train, optimizer, loss_fn, device, precision,
@@ -89,7 +107,9 @@ def run_trial(config: dict[str, Any], data: DatasetSplits, session: TrialSession
             test = evaluate(plan.model, plan.test, loss_fn, device, precision, data.task)
             progress.test_metrics = _prefixed("test", test, data)
             test_scores = scores_frame(test.labels, test.probs)
-        patience_over = config["patience"] is not None and epoch - progress.best_epoch >= config["patience"]
+        # Epochs without improvement, counted from the epoch the strategy settled (never during probing).
+        patience_over = (config["patience"] is not None and epoch >= settled
+                         and epoch - max(progress.best_epoch, settled - 1) >= config["patience"])
 
         result = {
             "epoch": epoch, "lr": lr, "train_loss": train_loss, "train_acc": train_acc, **val_metrics,
@@ -98,6 +118,10 @@ def run_trial(config: dict[str, Any], data: DatasetSplits, session: TrialSession
             "best_epoch": progress.best_epoch, **progress.test_metrics,
             "n_params": sum(p.numel() for p in model.parameters()),
             "n_trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
+            "n_train_images": len(data.train), "n_val_images": len(data.val),
+            "settled_epoch": settled, "phase_epoch": max(0, epoch - settled + 1),
+            **({f"train_{k}": v for k, v in trunk_distances(model, start_weights).items()}
+               if strategy.pulls_to_start else {}),
             "stopped_by_patience": int(patience_over),
         }
         with tempfile.TemporaryDirectory(prefix="medtune-ckpt-") as folder:
@@ -114,11 +138,6 @@ def check_config_for_data(config: dict[str, Any], data: DatasetSplits) -> None:
     if config["focal_alpha"] is not None and data.task == "multiclass":
         raise ConfigError(f"focal_alpha weighs a positive class against a negative one; {data.name!r} is a "
                           f"{data.num_classes}-class task. Drop focal_alpha (gamma alone still focuses the loss).")
-
-
-def cosine_learning_rate(base: float, epoch: int, epochs: int) -> float:
-    """Cosine annealing from ``base`` at epoch 1 towards 0, one step per epoch."""
-    return base * 0.5 * (1 + math.cos(math.pi * (epoch - 1) / epochs))
 
 
 def set_learning_rates(optimizer: torch.optim.Optimizer, lr: float, scales: list[float] | None) -> None:
@@ -143,22 +162,6 @@ def scores_frame(labels: np.ndarray, probs: np.ndarray) -> pd.DataFrame:
 def _prefixed(prefix: str, evaluation: Evaluation, data: DatasetSplits) -> dict[str, float]:
     metrics = classification_metrics(evaluation.labels, evaluation.probs, data.task)
     return {f"{prefix}_loss": evaluation.loss, **{f"{prefix}_{k}": v for k, v in metrics.items()}}
-
-
-def _rgn_scales(model: Classifier, data: DatasetSplits, config: dict[str, Any], preprocessing: Preprocessing,
-                loss_fn: nn.Module, device: torch.device, precision: Precision) -> list[float]:
-    """Auto-RGN: gradients of one fixed batch (the first training images, unaugmented, so the measure
-    uses no random numbers) at the current weights; the optimizer is not stepped."""
-    plain = ImageDataset(data.train, _eval_transform(config, preprocessing))
-    images, labels = next(iter(torch.utils.data.DataLoader(plain, batch_size=config["batch_size"])))
-    model.train()
-    model.zero_grad(set_to_none=True)
-    with precision.autocast():
-        loss = loss_fn(model(images.to(device)).float(), labels.to(device))
-    loss.backward()
-    scales = relative_gradient_norms(list(model.parameters()))
-    model.zero_grad(set_to_none=True)
-    return scales
 
 
 def _seed_everything(seed: int) -> None:
