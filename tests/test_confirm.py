@@ -16,7 +16,7 @@ from ray import tune
 
 import tuner.confirm
 from tuner.cli import main
-from tuner.config import make_trial_config, trial_params
+from tuner.config import make_trial_config
 from tuner.confirm import ConfirmRequest, check_request, confirm_dir, fresh_seeds, replicate_configs
 from tuner.confirm_select import Selection, load_search, select
 from tuner.errors import ConfigError
@@ -215,8 +215,6 @@ def test_replicates_have_fresh_seeds_no_patience_and_folds():
     candidate = Candidate(trial_config_id(search_config), search_config, 0.8, 1)
     runs = replicate_configs([candidate], [1000, 1001], None)
     assert [(r["seed"], r["patience"], r["epochs"]) for r in runs] == [(1000, None, 2), (1001, None, 2)]
-    if "folds" not in trial_params():
-        pytest.skip("the folds/fold trial parameters have not landed")
     runs = replicate_configs([candidate], [1000], 3)
     assert [(r["folds"], r["fold"], r["seed"]) for r in runs] == [(3, 0, 1000), (3, 1, 1000), (3, 2, 1000)]
 
