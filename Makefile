@@ -3,7 +3,8 @@
 #   make test   the whole test suite, cluster and fault-tolerance tests included
 # Both first create .venv and install medtune into it (once; again when pyproject.toml changes).
 # `make test` also installs the system packages its cluster tests use (PostgreSQL for the MLflow
-# server, Debian's docker-compose to validate docker/), if they are missing and it runs as root.
+# server, Debian's docker-compose to validate docker/, Debian's chromium for the MLflow UI's browser
+# test), if they are missing and it runs as root.
 
 PYTHON ?= python3
 VENV := .venv
@@ -14,9 +15,9 @@ export MEDTUNE_DATA_ROOT ?= $(abspath ../shared/data/medmnist)
 DEMO_STORAGE ?= results
 DEMO_EXPERIMENT ?= quickstart-$(shell date +%Y%m%d-%H%M%S)
 PYTEST_ARGS ?=
-SYSTEM_PACKAGES := postgresql docker-compose
+SYSTEM_PACKAGES := postgresql docker-compose chromium
 
-.PHONY: demo test test-quick install system-packages mlflow-ui
+.PHONY: demo test test-long test-quick install system-packages mlflow-ui
 
 install: $(STAMP)
 
@@ -32,6 +33,7 @@ system-packages:
 	@missing=""; \
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
 	command -v docker-compose >/dev/null 2>&1 || missing="$$missing docker-compose"; \
+	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
 	if [ -n "$$missing" ]; then \
 		if [ "$$(id -u)" = 0 ]; then \
 			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
@@ -45,10 +47,13 @@ demo: $(STAMP)
 	$(BIN)/medtune analyze --experiment $(DEMO_EXPERIMENT) --storage $(DEMO_STORAGE)
 
 test: $(STAMP) system-packages
-	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python -m pytest -q -m "not long" $(PYTEST_ARGS)
+
+test-long: $(STAMP) system-packages
+	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python -m pytest -q -m long $(PYTEST_ARGS)
 
 test-quick: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not cluster and not slow" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -m "not cluster and not slow and not long" $(PYTEST_ARGS)
 
 mlflow-ui: $(STAMP)
 	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(BIN)/mlflow ui --workers 1 --host 127.0.0.1 --port 5000 \

@@ -10,6 +10,8 @@ import argparse
 import sys
 
 from tuner.errors import ConfigError
+from tuner.options import ANALYZE_OPTION, ANALYZE_OPTIONS, add_option, check_args
+from tuner.terminal import add_verbosity_arguments, terminal
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -68,7 +70,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="two-sided",
         help="DeLong alternative: greater = the level beats the reference",
     )
-    parser.add_argument("--alpha", type=float, default=0.05, help="significance level and 1 - CI level")
+    add_option(parser, ANALYZE_OPTION["alpha"])
     parser.add_argument(
         "--include-stopped",
         action="store_true",
@@ -76,10 +78,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "diverged, with those that ran their whole budget (default: complete budgets only; the report's "
         "sensitivity section shows both either way)",
     )
-    parser.add_argument("--resamples", type=int, default=2000,
-                        help="resamples of the bootstrap over seeds and test cases (default 2000)")
-    parser.add_argument("--refits", type=int, default=199,
-                        help="refits of the mixed model's parametric bootstrap when groups are few; 0 skips it")
+    add_option(parser, ANALYZE_OPTION["resamples"])
+    add_option(parser, ANALYZE_OPTION["refits"])
+    add_verbosity_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -87,12 +88,7 @@ def run(args: argparse.Namespace) -> int:
     input (each problem printed), 2 (raised as ConfigError) when nothing could be analyzed."""
     from analysis.report import AnalysisOptions, build_report
 
-    if not 0 < args.alpha < 1:
-        raise ConfigError(f"--alpha {args.alpha} must be between 0 and 1, e.g. 0.05.")
-    if args.resamples < 100:
-        raise ConfigError(f"--resamples {args.resamples} is too few for a 95% interval; use at least 100, e.g. 2000.")
-    if args.refits < 0:
-        raise ConfigError(f"--refits {args.refits} must be 0 (no parametric bootstrap) or more, e.g. 199.")
+    check_args(args, ANALYZE_OPTIONS)  # their declared ranges (tuner.options)
     random = None
     if args.random is not None:
         random = (
@@ -139,7 +135,8 @@ def main(argv: list[str] | None = None) -> int:
     add_arguments(parser)
     args = parser.parse_args(argv)
     try:
-        return run(args)
+        with terminal(args.verbosity, args.storage):
+            return run(args)
     except ConfigError as error:
         print(f"medtune: error: {error}", file=sys.stderr)
         return 2

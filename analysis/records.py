@@ -36,6 +36,7 @@ class SearchInfo:
     parent_run_id: str | None = None
     location: str = ""
     confirm_location: str | None = None
+    optuna_storage: str | None = None  # the RDB URL of the search's Optuna studies (sampled searches)
     counts: dict[str, dict[str, int]] = field(default_factory=dict)
 
     def add(self, stage: str, kind: str) -> None:

@@ -21,25 +21,30 @@ from analysis.render_html import render_html
 from analysis.render_markdown import render_markdown
 from analysis.sections import (
     bootstrap,
+    cost,
     delong,
     effects,
+    ensemble,
     factors,
     importance,
     learning,
     mixed,
     optimism,
+    optuna_plots,
     overview,
     sensitivity,
     strategies,
     tuning,
 )
 from analysis.upload import log_to_parents
+from tuner.terminal import say
 
 __all__ = ["SECTIONS", "AnalysisOptions", "analyze", "build_report"]
 
 SECTIONS: tuple[SectionUnit, ...] = (
     overview.UNIT, mixed.UNIT, factors.UNIT, delong.UNIT, bootstrap.UNIT, strategies.UNIT, effects.UNIT,
-    learning.UNIT, sensitivity.UNIT, optimism.UNIT, tuning.UNIT, importance.UNIT,
+    learning.UNIT, sensitivity.UNIT, optimism.UNIT, tuning.UNIT, optuna_plots.UNIT, importance.UNIT, ensemble.UNIT,
+    cost.UNIT,
 )
 
 
@@ -73,7 +78,8 @@ def analyze(loaded: LoadedSearch, folder: Path, options: AnalysisOptions,
     ctx = make_context(loaded, options)
     (folder / "errors.log").unlink(missing_ok=True)
     report.csv(loaded.frame.drop(columns=list(SOURCE_COLUMNS), errors="ignore"), "trials")
-    for unit in sections:
+    for number, unit in enumerate(sections, 1):
+        say(f"medtune: report section {number}/{len(sections)}: {unit.title}", transient=number < len(sections))
         _run(report, unit, ctx)
     report.markdown_path = folder / "report.md"
     report.markdown_path.write_text(render_markdown(report))

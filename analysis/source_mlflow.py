@@ -81,6 +81,7 @@ def read_mlflow(names: list[str], uri: str, storage: Path) -> Collected:
             info.parent_run_id = parent.info.run_id
             info.space, info.task, info.search = p.get("space"), p.get("task"), p.get("search")
             info.dataset = p.get("dataset")
+            info.optuna_storage = p.get("optuna_storage")
         collected.searches.append(info)
     return collected
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import pandas as pd
 
-from analysis.records import Collected, SearchInfo, identity, is_number, normal, stage_of
+from analysis.records import Collected, SearchInfo, identity, is_number, normal, parsed, stage_of
 from tuner.errors import ConfigError
 from tuner.schema import CONFIRM, SEARCH_FILE, TEST_SCORES_FILE, confirm_experiment, trial_outcome
 
@@ -58,6 +58,7 @@ def _read_folder(folder: Path, info: SearchInfo, collected: Collected, tracking)
             info.space = info.space or request.get("space")
             info.search = info.search or request.get("search")
             info.dataset = info.dataset or trial_params.get("dataset")
+            info.optuna_storage = info.optuna_storage or saved.get("optuna_storage")
     states = _trial_states(folder)
     for trial_dir in sorted(p for p in folder.iterdir() if (p / "params.json").is_file()):
         lines = result_lines(trial_dir)
@@ -74,7 +75,10 @@ def _read_folder(folder: Path, info: SearchInfo, collected: Collected, tracking)
             continue
         info.add(stage, "finished")
         raw = json.loads((trial_dir / "params.json").read_text())
-        config = {**trial_params, **{key: normal(value) for key, value in raw.items()}}  # as MLflow's params
+        # the preprocessing the trial reported (``preprocess_*``), which the MLflow logger logs as params too
+        reported = {key: normal(parsed(str(value))) for key, value in (lines[-1] if lines else {}).items()
+                    if key.startswith("preprocess_")}
+        config = {**trial_params, **{key: normal(value) for key, value in raw.items()}, **reported}  # as MLflow's
         last: dict[str, float] = {}
         for line in lines:
             for key, value in line.items():

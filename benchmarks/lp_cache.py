@@ -8,8 +8,16 @@ recomputing epochs, and whether the two arms' metrics and weights came out bit-i
 
 Then whole trials through ``run_trial`` (checkpoints included), cache on vs. off, A/B/B/A.
 
+Then across trials (``tuner.training.feature_store``): a search of 8 lp trials on one backbone and one
+set of weights (a fixed ResNet-18 trunk saved as a file, standing in for pretrained weights), through
+real Ray Tune and MLflow, with the stored outputs shared between its trials vs. computed by each trial
+(``MEDTUNE_FEATURE_CACHE_SHARED=0``: the per-trial cache, as before). Each arm runs in its own process
+with Ray already started, and times ``run_search`` end to end; the arms alternate A/B/B/A. ASHA's
+grace period is the whole budget, so every trial runs every epoch in both arms.
+
     python benchmarks/lp_cache.py            # BreastMNIST (546 training images), 4 epoch pairs per case
-    python benchmarks/lp_cache.py --short    # CI: 96-image subset, 2 epoch pairs, lp only
+    python benchmarks/lp_cache.py --short    # CI: 96-image subset, 2 epoch pairs, lp only, a 4-trial search
+    python benchmarks/lp_cache.py --only-search --search-size 64   # just the cross-trial search arms
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import json
 import sys
 import time
 from pathlib import Path
@@ -121,12 +130,86 @@ def whole_trials(data, backbone: str, size: int, epochs: int, repetitions: int) 
     return median(off / on for off, on in zip(walls["off"], walls["on"], strict=True))
 
 
+def _weights_file(folder: Path) -> str:
+    """A fixed random ResNet-18 trunk saved as a state-dict file: every trial starts from the same weights,
+    as from a pretrained file, without a download."""
+    import torch
+
+    from tuner.models import get_backbone
+
+    torch.manual_seed(21)
+    trunk = get_backbone("resnet18").build(weights=None)
+    trunk.fc = torch.nn.Identity()
+    path = folder / "resnet18_fixed.pt"
+    torch.save(trunk.state_dict(), path)
+    return str(path)
+
+
+def search_arm(args: argparse.Namespace) -> None:
+    """One arm of the cross-trial comparison, in this process: start Ray, then time one search."""
+    from tuner.cluster import init_ray
+    from tuner.search import SearchRequest, run_search
+
+    init_ray(args.cpus_per_trial, 0.0)
+    storage = Path(args.storage)
+    pins = {"strategy": "lp", "head": "linear", "weights": args.weights, "image_size": args.search_size,
+            "batch_size": 32}
+    request = SearchRequest(space="quick", dataset=args.dataset, num_samples=args.trials,
+                            max_epochs=args.search_epochs, search="optuna", cpus_per_trial=args.cpus_per_trial,
+                            pins=pins, storage=str(storage), experiment=args.search_arm, seed=1,
+                            grace_period=args.search_epochs)
+    start = time.perf_counter()
+    with contextlib.redirect_stdout(io.StringIO()):
+        outcome = run_search(request)
+    wall = time.perf_counter() - start
+    rows = _common.tune_results(outcome.experiment_dir)
+    entries = len(list((outcome.experiment_dir / "feature_cache").glob("*.pt")))
+    print("RESULT " + json.dumps({"wall_s": wall, "trials": outcome.trials, "errored": outcome.errored,
+                                  "trial_epochs": len(rows), "entries": entries,
+                                  "val_auc": sorted(round(r["val_auc"], 12) for r in rows)}), flush=True)
+
+
+def cross_trial(dataset: str, *, size: int, epochs: int, trials: int, repetitions: int, cpus_per_trial: float) -> dict:
+    """The search with shared stored outputs vs. with each trial computing its own, A/B/B/A."""
+    folder = _common.scratch_dir("medtune-lpshare-")
+    weights = _weights_file(folder)
+    walls: dict[str, list[float]] = {"shared": [], "recompute": []}
+    results: dict[str, dict] = {}
+    for rep, arm in abba(["recompute", "shared"], repetitions):
+        storage = folder / f"{arm}-{rep}"
+        _, stdout = _common.run_python(
+            [__file__, "--search-arm", arm, "--dataset", dataset, "--weights", weights, "--storage", str(storage),
+             "--search-size", str(size), "--search-epochs", str(epochs), "--trials", str(trials),
+             "--cpus-per-trial", str(cpus_per_trial)],
+            env={"MEDTUNE_FEATURE_CACHE_SHARED": "1" if arm == "shared" else "0"})
+        results[arm] = _common.last_json_line(stdout)
+        assert results[arm]["errored"] == 0 and results[arm]["trials"] == trials, results[arm]
+        walls[arm].append(results[arm]["wall_s"])
+    ratios = [r / s for r, s in zip(walls["recompute"], walls["shared"], strict=True)]
+    return {"speedup": median(ratios), "ratios": ratios, "walls": walls, "results": results,
+            "same_metrics": results["shared"]["val_auc"] == results["recompute"]["val_auc"]}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--short", action="store_true")
     parser.add_argument("--pairs", type=int, default=4, help="epoch pairs per case")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--only-search", action="store_true", help="only the cross-trial search arms")
+    parser.add_argument("--trials", type=int, default=8, help="trials of each cross-trial search")
+    parser.add_argument("--search-size", type=int, default=28, help="image size of the cross-trial searches")
+    parser.add_argument("--search-epochs", type=int, default=10, help="epochs of each cross-trial trial")
+    parser.add_argument("--search-repetitions", type=int, default=1, help="A/B pairs of cross-trial searches")
+    parser.add_argument("--cpus-per-trial", type=float, default=2.0)
+    # One arm of the cross-trial comparison, run in a fresh process by cross_trial().
+    parser.add_argument("--search-arm", choices=["shared", "recompute"], help=argparse.SUPPRESS)
+    parser.add_argument("--dataset", help=argparse.SUPPRESS)
+    parser.add_argument("--weights", help=argparse.SUPPRESS)
+    parser.add_argument("--storage", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.search_arm:
+        search_arm(args)
+        return
 
     import torch
 
@@ -141,6 +224,20 @@ def main() -> None:
     data = load_dataset(dataset)
     note(f"lp_cache: {Path(dataset).name} ({len(data.train)} training images), batch 32, {args.threads} torch "
          f"thread(s), {args.pairs} epoch pairs per case, A/B/B/A; {_common.machine()}")
+    trials, epochs = (4, 3) if args.short else (args.trials, args.search_epochs)
+    shared = cross_trial(dataset, size=args.search_size, epochs=epochs, trials=trials,
+                         repetitions=args.search_repetitions, cpus_per_trial=args.cpus_per_trial)
+    note(f"cross-trial search: {trials} lp trials x {epochs} epochs, resnet18 {args.search_size} px, "
+         f"walls {shared['walls']}, shared arm {shared['results']['shared']['trial_epochs']} trial-epochs and "
+         f"{shared['results']['shared']['entries']} stored entry, recompute arm "
+         f"{shared['results']['recompute']['trial_epochs']} trial-epochs")
+    figure(f"lp_cache.search_speedup.{trials}x_resnet18.lp", shared["speedup"], ">= 10", shared["speedup"] >= 10,
+           fmt="{:.1f}", what=f"search of {trials} lp trials (run_search, Ray Tune + MLflow): each trial computing "
+                              "its frozen outputs / the trials sharing them")
+    figure(f"lp_cache.search_same_metrics.{trials}x_resnet18.lp", "yes" if shared["same_metrics"] else "NO", "yes",
+           shared["same_metrics"], what="every trial-epoch's val_auc identical in the two searches")
+    if args.only_search:
+        return
     for backbone, size, extra in cases:
         label = f"{backbone}.{extra['strategy']}{extra.get('unfreeze', '')}"
         result = epoch_ratios(data, backbone, size, extra, args.pairs)

@@ -10,6 +10,9 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 os.environ.setdefault("MEDTUNE_DATA_ROOT", str(REPO.parent / "shared" / "data" / "medmnist"))
+# No test downloads a data set: a missing MedMNIST file is refused, not fetched (test_data_download.py
+# turns this off for its own server on 127.0.0.1).
+os.environ["MEDTUNE_OFFLINE"] = "1"
 
 
 @pytest.fixture(scope="session")

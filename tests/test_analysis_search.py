@@ -160,6 +160,7 @@ def test_medtune_analyze_concludes_from_the_confirmation_runs(reports):
         "Sensitivity to stopped trials (exploratory)",
         "What is optimistic (exploratory)",
         "Tuning curves (exploratory)",
+        "Optuna studies (exploratory)",
         "Hyperparameter importance (exploratory)",
     ]
     for number, title in enumerate(sections, 1):

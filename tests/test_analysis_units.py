@@ -654,7 +654,10 @@ def test_every_section_of_the_offline_report_is_filled(study_report):
         ("Sensitivity to stopped trials (exploratory)", "not applicable"),  # every trial ran its budget
         ("What is optimistic (exploratory)", "ok"),
         ("Tuning curves (exploratory)", "ok"),
+        ("Optuna studies (exploratory)", "not applicable"),  # crafted trials: no search wrote an Optuna study
         ("Hyperparameter importance (exploratory)", "ok"),
+        ("Ensembles", "not applicable"),  # these crafted trials store no validation scores to choose k by
+        ("Cost", "not applicable"),  # crafted trials record no cost metrics
     ]
     for png in (
         "roc_curves.png",
@@ -821,6 +824,9 @@ def test_a_section_that_crashes_is_contained_and_logged(study_storage, tmp_path,
     statuses = {s.title: s.status for s in report.sections}
     assert statuses.pop("Hyperparameter importance (exploratory)") == "failed"
     assert statuses.pop("Sensitivity to stopped trials (exploratory)") == "not applicable"
+    assert statuses.pop("Ensembles") == "not applicable"  # crafted trials: no validation scores
+    assert statuses.pop("Optuna studies (exploratory)") == "not applicable"  # nor an Optuna study
+    assert statuses.pop("Cost") == "not applicable"  # nor cost metrics
     assert set(statuses.values()) == {"ok"}
     assert report.problems == ["Hyperparameter importance: RuntimeError: boom (traceback in errors.log)"]
     assert "RuntimeError: boom" in (tmp_path / "errors.log").read_text()

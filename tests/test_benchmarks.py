@@ -20,10 +20,18 @@ EXPECTED = {
     "search_efficiency": ["search_efficiency.trial_epochs_fraction_median", "search_efficiency.wall_fraction"],
     "memory": ["memory.rss_ratio_2_vs_1", "memory.pss_ratio_2_vs_1", "memory.uss_ratio_2_vs_1"],
     "lp_cache": ["lp_cache.epoch_speedup.resnet18.lp", "lp_cache.epoch_speedup.densenet121.lp",
-                 "lp_cache.bit_identical.resnet18.lp", "lp_cache.bit_identical.densenet121.lp"],
-    "quality": ["quality.test_auc_mean", "quality.test_acc_mean"],
+                 "lp_cache.bit_identical.resnet18.lp", "lp_cache.bit_identical.densenet121.lp",
+                 "lp_cache.search_speedup.4x_resnet18.lp", "lp_cache.search_same_metrics.4x_resnet18.lp"],
+    "tabular": ["tabular.trial_epochs_fraction_median.medtune_tpe_asha",
+                "tabular.trial_epochs_fraction_median.optuna_tpe_sh", "tabular.medtune_vs_tpe_sh"],
+    "load": ["load.exactly_once.single", "load.exactly_once.two_at_once", "load.trials_per_minute.single",
+             "load.driver_rss_growth_mib_per_100_trials"],
+    "quality": ["quality.test_auc_mean", "quality.test_acc_mean", "quality.single_best_test_auc_mean",
+                "quality.cpu_minutes"],
     "transfer": ["transfer.test_auc.lp.32.imagenet", "transfer.test_auc.ft.32.random",
                  "transfer.imagenet_minus_random.ft.32", "transfer.cpu_minutes"],
+    "input_pipeline": ["input_pipeline.epoch_speedup.128.augment", "input_pipeline.epoch_speedup.128.plain",
+                       "input_pipeline.bit_identical.128"],
 }
 
 
@@ -42,3 +50,8 @@ def test_short_form_runs_and_prints_its_figures(script):
     if script == "lp_cache":  # the one figure that is not a timing: the cache must not change results
         assert figures["lp_cache.bit_identical.resnet18.lp"] == "yes"
         assert figures["lp_cache.bit_identical.densenet121.lp"] == "yes"
+        assert figures["lp_cache.search_same_metrics.4x_resnet18.lp"] == "yes"
+    if script == "input_pipeline":  # unaugmented trials keep their numbers
+        assert figures["input_pipeline.bit_identical.128"] == "yes"
+    if script == "load":  # nothing lost or doubled is a correctness figure, not a timing
+        assert figures["load.exactly_once.single"] == figures["load.exactly_once.two_at_once"] == "yes"

@@ -109,7 +109,7 @@ def test_worker_node_killed_mid_trial_is_retried_from_its_checkpoint(cluster, sm
         [sys.executable, "-m", "tuner", "tune", "--space", "quick", "--set", "head=linear", "--dataset", str(small_npz),
          "--num-samples",
          "2", "--max-epochs", str(max_epochs), "--grace-period", str(max_epochs), "--cpus-per-trial", "1", "--storage",
-         str(storage), "--experiment", "failover"],
+         str(storage), "--experiment", "failover", "--checkpoint-every", "1"],  # resumable after any epoch
         # Without actor reuse the head's freed actor cannot take the trial Ray placed on the (slower) worker.
         env={**ray_env(), "RAY_ADDRESS": cluster.address, "MEDTUNE_REUSE_ACTORS": "0"}, cwd=REPO, stdout=log,
         stderr=subprocess.STDOUT, start_new_session=True)

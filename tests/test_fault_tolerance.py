@@ -4,6 +4,7 @@ cluster settings fail in seconds."""
 from __future__ import annotations
 
 import ast
+import json
 import os
 import signal
 import subprocess
@@ -17,7 +18,7 @@ from mlflow.tracking import MlflowClient
 from tests.services import REPO, MlflowServer, free_port, stop_group, wait_for
 from tuner.errors import ConfigError
 from tuner.search import SearchRequest, run_search
-from tuner.tracking import read_results, redact
+from tuner.tracking import read_results, redact, resolve_tracking_uri, runs_page
 
 
 def _driver(args: list[str], log: Path, **env: str) -> subprocess.Popen:
@@ -158,6 +159,52 @@ def test_credentials_are_redacted():
     assert redact("postgresql://mlflow:pa55@db:5432/mlflow") == "postgresql://mlflow:***@db:5432/mlflow"
     assert redact("http://user:tok@127.0.0.1:5000") == "http://user:***@127.0.0.1:5000"
     assert redact("sqlite:///results/mlflow.db") == "sqlite:///results/mlflow.db"
+    url, serve = runs_page("https://user:tok@mlflow.example:443/", "7")
+    assert "tok" not in url and serve is None
+    with pytest.raises(ConfigError) as refused:  # a mistyped scheme is refused without echoing the URI
+        resolve_tracking_uri("htps://user:tok@mlflow.example", Path("."))
+    assert "tok" not in str(refused.value)
+
+
+SECRET = "h6-s3cret-Pa55word"
+
+
+@pytest.mark.slow
+def test_no_credential_in_any_param_tag_artifact_log_or_report(small_npz, tmp_path):
+    """A search and its analysis against a tracking server whose URI carries a password (and with the
+    password in the environment, as on the compose cluster): it appears in no param or tag of any run,
+    no file of any artifact (trial scores, the search space, the report), no file of the Tune folder,
+    and no line the commands print. (Short form: ``test_credentials_are_redacted``.)"""
+    server = MlflowServer(f"sqlite:///{tmp_path / 'server.db'}", tmp_path / "artifacts", tmp_path)
+    uri = server.start()
+    try:
+        secret_uri = uri.replace("http://", f"http://medtune:{SECRET}@")
+        env = {**os.environ, "PYTHONPATH": str(REPO), "MLFLOW_TRACKING_USERNAME": "medtune",
+               "MLFLOW_TRACKING_PASSWORD": SECRET}
+        storage = tmp_path / "storage"
+        tune = subprocess.run([sys.executable, "-m", "tuner", "tune", "--space", "quick", "--set", "head=linear",
+                               "--dataset", str(small_npz), "--num-samples", "2", "--max-epochs", "1",
+                               "--storage", str(storage), "--experiment", "secret", "--tracking-uri", secret_uri],
+                              capture_output=True, text=True, cwd=REPO, env=env, timeout=540)
+        assert tune.returncode == 0, tune.stdout[-3000:] + tune.stderr[-3000:]
+        analyze = subprocess.run([sys.executable, "-m", "tuner", "analyze", "--experiment", "secret", "--storage",
+                                  str(storage), "--tracking-uri", secret_uri, "--resamples", "100", "--refits", "0"],
+                                 capture_output=True, text=True, cwd=REPO, env=env, timeout=540)
+        assert analyze.returncode in (0, 1), analyze.stdout[-3000:] + analyze.stderr[-3000:]
+        client = MlflowClient(uri)
+        experiment = client.get_experiment_by_name("secret")
+        runs = client.search_runs([experiment.experiment_id], max_results=100)
+        assert len(runs) >= 3, "the parent run and two trials"
+        for run in runs:
+            assert SECRET not in json.dumps({**run.data.params, **run.data.tags})
+        artifacts = [f for f in (tmp_path / "artifacts").rglob("*") if f.is_file()]
+        assert any(f.name.endswith(".csv") for f in artifacts) and any("report" in str(f) for f in artifacts)
+        for path in [*artifacts, *(f for f in storage.rglob("*") if f.is_file())]:
+            assert SECRET.encode() not in path.read_bytes(), path
+        printed = (tune.stdout + tune.stderr + analyze.stdout + analyze.stderr).splitlines()
+        assert not [line for line in printed if SECRET in line]
+    finally:
+        server.stop()
 
 
 def test_every_torch_load_in_the_package_is_weights_only():

@@ -33,7 +33,7 @@ from tuner.config import TRIAL_DEFAULTS
 from tuner.data import build_transform, load_dataset, save_npz_subset
 from tuner.models import get_backbone
 from tuner.models.heads import ConvHead, LinearHead, MLPHead
-from tuner.models.weights import preprocessing_for
+from tuner.models.weights import imagenet_file, preprocessing_for
 from tuner.strategies import regularization
 from tuner.training import trial as trial_module
 from tuner.training.checkpoint import BEST_MODEL_FILE, STATE_FILE
@@ -393,6 +393,40 @@ def knob_augment(runner: Runner) -> None:
     assert first_augmented.shape == first_plain.shape and not torch.allclose(first_augmented, first_plain)
 
 
+def knob_crop(runner: Runner, data) -> None:
+    spec = get_backbone("resnet18")
+    with pytest.MonkeyPatch.context() as patch:  # a fixed trunk where torchvision caches ImageNet's weights
+        patch.setenv("TORCH_HOME", str(runner.folder.parent / "torch-home"))
+        if not imagenet_file(spec).is_file():
+            imagenet_file(spec).parent.mkdir(parents=True)
+            torch.save(spec.build(weights=None).state_dict(), imagenet_file(spec))
+        cropped, square = runner(weights="imagenet", crop="weights"), runner(weights="imagenet")
+    imagenet = preprocessing_for(spec, "imagenet")  # crop_pct 224/256: 28 px is resized to 32, then cropped
+    expected = build_transform(28, augment=False, resize_size=32, preprocessing=imagenet)(data.val.images[0])
+    assert torch.equal(cropped.calls(training=False, grad=False)[0].images[0], expected)
+    assert not torch.allclose(square.calls(training=False, grad=False)[0].images[0], expected)
+    assert cropped.column("preprocess_resize") == ["32"] and square.column("preprocess_resize") == ["none"]
+
+
+def knob_sampler(runner: Runner) -> None:
+    balanced, plain = runner(sampler="balanced"), runner()
+    assert isinstance(balanced.loaders[0][0].sampler, torch.utils.data.WeightedRandomSampler)
+
+    def distinct(run: Run) -> int:
+        return len(torch.unique(torch.cat([f.images for f in run.calls(training=True, grad=True)]).flatten(1), dim=0))
+
+    # drawn with replacement: an epoch of 32 draws repeats some images; a shuffle shows each one once
+    assert distinct(balanced) < TRAIN == distinct(plain)
+
+
+def knob_class_weights(runner: Runner) -> None:
+    counts = np.bincount(runner.data.train.labels)
+    expected = torch.tensor(counts.sum() / (2 * counts), dtype=torch.float32)  # n / (classes * count)
+    assert torch.equal(runner(class_weights="balanced").losses[0].weight, expected)
+    assert torch.equal(runner(loss="focal", class_weights="balanced").losses[0].weight, expected)
+    assert runner().losses[0].weight is None
+
+
 def knob_folds(runner: Runner, data) -> None:
     folds = [runner(folds=2, fold=fold) for fold in (0, 1)]
     vals = [_image_hashes(run.loaders[0][1].dataset.split.images) for run in folds]
@@ -457,9 +491,10 @@ KNOB_TESTS: dict[str, Callable[..., None]] = {
     "momentum": knob_momentum, "lr": knob_lr, "weight_decay": knob_weight_decay, "batch_size": knob_batch_size,
     "epochs": knob_epochs, "patience": knob_patience, "image_size": knob_image_size,
     "resize_size": knob_resize_size, "augment": knob_augment, "metric": knob_metric, "seed": knob_seed,
-    "folds": knob_folds, "fold": knob_fold, "amp": knob_amp,
+    "folds": knob_folds, "fold": knob_fold, "amp": knob_amp, "crop": knob_crop, "sampler": knob_sampler,
+    "class_weights": knob_class_weights,
 }
-NEEDS_DATA = {"resize_size", "folds", "fold"}
+NEEDS_DATA = {"resize_size", "folds", "fold", "crop"}
 
 
 def test_every_knob_has_an_effect_test():

@@ -74,7 +74,7 @@ def test_report_is_written_and_logged_to_the_parent_run(finished_search, tmp_pat
     text = markdown.read_text()
     for section in ("## 1. Overview", "## 2. Mixed model (exploratory)", "## 3. Does each factor matter?",
                     "## 4. DeLong comparisons", "## 7. Effect plots", "## 8. Learning curves and overfitting",
-                    "## 12. Hyperparameter importance"):
+                    "## 12. Optuna studies", "## 13. Hyperparameter importance"):
         assert section in text
     delong = pd.read_csv(tmp_path / "report" / "delong.csv")
     heads = {"linear", "conv", "convskip"}

@@ -11,15 +11,20 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from tuner.config import SELECTION_METRICS
 from tuner.confirm_cli import (
+    REGISTER_HELP,
     add_confirm_parser,
     add_tune_arguments,
     confirm_after_search,
     confirm_command,
     confirm_request,
 )
+from tuner.ensemble_cli import add_ensemble_parser, ensemble_command
 from tuner.errors import ConfigError
+from tuner.interrupt import SearchInterrupted, resume_command
+from tuner.options import OneLineParser, add_option
+from tuner.search_request import TUNE_OPTION
+from tuner.terminal import DEFAULT, add_verbosity_arguments, terminal
 
 
 def _add_tune(commands: argparse._SubParsersAction) -> None:
@@ -29,22 +34,17 @@ def _add_tune(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--space", required=True, help="search-space module in search_spaces/ (e.g. quick)")
     p.add_argument("--dataset", required=True, help="MedMNIST name (breastmnist), image folder, or .npz")
     p.add_argument("--data-root", help="folder of MedMNIST .npz files (default $MEDTUNE_DATA_ROOT, ~/.medmnist)")
-    p.add_argument("--num-samples", type=int, help="trials to sample (optuna/random; default 8)")
-    p.add_argument("--max-epochs", type=int, help="epochs per trial (pins `epochs`; ASHA's max_t)")
-    p.add_argument("--search", default="optuna", choices=["optuna", "random", "grid"])
-    p.add_argument("--cpus-per-trial", type=float, default=1.0)
-    p.add_argument("--gpus-per-trial", type=float, default=0.0, help="fractions pack trials on one GPU")
+    for name in ("num_samples", "max_epochs", "search", "cpus_per_trial", "gpus_per_trial"):
+        add_option(p, TUNE_OPTION[name])  # from the declarations `prepare` checks the request against
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="pin a parameter")
     p.add_argument("--storage", default="results", help="Tune results folder (shared storage on a cluster)")
     p.add_argument("--experiment", help="search name (default <space>-<dataset>-<time>)")
     p.add_argument("--tracking-uri", help="MLflow URI (default $MLFLOW_TRACKING_URI, else sqlite in --storage)")
     p.add_argument("--resume", action="store_true", help="continue the search --experiment in --storage")
-    p.add_argument("--seed", type=int, default=0, help="the searcher's seed")
-    p.add_argument("--metric", default="val_auc", choices=SELECTION_METRICS,
-                   help="validation metric the search optimises and each trial selects its best epoch by")
-    p.add_argument("--grace-period", type=int, default=1, help="ASHA: epochs before a trial can be stopped")
-    p.add_argument("--reduction-factor", type=int, default=2, help="ASHA: 1/rf of trials go on at each rung")
+    for name in ("seed", "metric", "grace_period", "reduction_factor", "checkpoint_every", "checkpoint_seconds"):
+        add_option(p, TUNE_OPTION[name])
     p.add_argument("--patient-regex", help=_PATIENT_REGEX_HELP)
+    p.add_argument("--register", metavar="NAME", help=REGISTER_HELP)
     add_tune_arguments(p)
 
 
@@ -104,9 +104,20 @@ def _add_weights(commands: argparse._SubParsersAction) -> None:
                     "tensor by tensor, for use as weights=<file>."))
 
 
+def _add_data(commands: argparse._SubParsersAction) -> None:
+    data = commands.add_parser("data", help="the data root: list its files (sizes, MD5), fetch MedMNIST files")
+    actions = data.add_subparsers(dest="data_command", required=True)
+    for command, text in (("list", "list the data root's .npz files with their sizes and MD5 status"),
+                          ("fetch", "download official MedMNIST files (MD5-checked) into the data root now")):
+        p = actions.add_parser(command, help=text, description=text)
+        p.add_argument("--data-root", help="folder of MedMNIST .npz files (default $MEDTUNE_DATA_ROOT, ~/.medmnist)")
+        if command == "fetch":
+            p.add_argument("names", nargs="+", metavar="NAME", help="MedMNIST names, e.g. breastmnist_128")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Every ``medtune`` subcommand and its arguments, in one parser (so ``medtune -h`` lists them all)."""
-    parser = argparse.ArgumentParser(prog="medtune", description=__doc__)
+    parser = OneLineParser(prog="medtune", description=__doc__)  # its subcommands' parsers are OneLineParsers too
     commands = parser.add_subparsers(dest="command", required=True)
     _add_tune(commands)
     _add_train(commands)
@@ -114,14 +125,24 @@ def build_parser() -> argparse.ArgumentParser:
     _add_analyze(commands)
     _add_sync(commands)
     add_confirm_parser(commands)
+    add_ensemble_parser(commands)
     _add_weights(commands)
+    _add_data(commands)
+    for name in ("tune", "pretrain", "confirm"):  # analyze's arguments have them already
+        add_verbosity_arguments(commands.choices[name])
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """``medtune``: run one subcommand; bad input is one ``medtune: error:`` line and exit status 2,
-    never a traceback."""
+    never a traceback. Its terminal shows what ``--verbose`` / ``--quiet`` ask (``tuner.terminal``)."""
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # as typed: the resume command repeats it
+    with terminal(getattr(args, "verbosity", DEFAULT), getattr(args, "storage", None)):
+        return _dispatch(args)
+
+
+def _dispatch(args: argparse.Namespace) -> int:
     try:
         if args.command == "tune":
             return _tune(args)
@@ -135,6 +156,12 @@ def main(argv: list[str] | None = None) -> int:
             from tuner.models.convert import weights_import_command
 
             return weights_import_command(args)
+        if args.command == "ensemble":
+            return ensemble_command(args)
+        if args.command == "data":
+            from tuner.data.catalog import data_command
+
+            return data_command(args)
         if args.command == "confirm":
             return confirm_command(confirm_request(args, ""))
         if args.command == "sync":
@@ -152,16 +179,17 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _tune(args: argparse.Namespace) -> int:
-    from tuner.search import SearchRequest, run_search
+    from tuner.tracking import redact  # a server's URI may carry a password: never printed
 
     confirm = confirm_request(args, "confirm_")  # checked before the search starts
-    outcome = run_search(SearchRequest(
-        space=args.space, dataset=args.dataset, data_root=args.data_root, num_samples=args.num_samples,
-        max_epochs=args.max_epochs, search=args.search, cpus_per_trial=args.cpus_per_trial,
-        gpus_per_trial=args.gpus_per_trial, pins=pins_from_pairs(args.set), storage=args.storage,
-        experiment=args.experiment, tracking_uri=args.tracking_uri, resume=args.resume, seed=args.seed,
-        grace_period=args.grace_period, reduction_factor=args.reduction_factor, metric=args.metric,
-        patient_regex=args.patient_regex))
+    try:
+        outcome = _run_tune(args, confirm is not None)
+    except SearchInterrupted as stop:  # Ctrl-C or SIGTERM: how to go on (tuner.interrupt)
+        print(stop.advice(resume_command(args.argv, stop.experiment)), file=sys.stderr, flush=True)
+        return stop.exit_code
+    except KeyboardInterrupt:  # before any trial started: nothing to resume
+        print("medtune: interrupted before the search started; nothing was run.", file=sys.stderr, flush=True)
+        return 130
     print(f"\nmedtune: {outcome.trials} trials: {outcome.completed} completed, {outcome.stopped_early} stopped "
           f"early by ASHA, {outcome.errored} errored.")
     if outcome.arm_factors:
@@ -171,11 +199,28 @@ def _tune(args: argparse.Namespace) -> int:
               f"test_auc={outcome.best['test_auc']:.4f} test_acc={outcome.best['test_acc']:.4f}")
         print("  " + json.dumps(outcome.best["config"]))
     print(f"Tune results:  {outcome.experiment_dir}")
-    print(f"MLflow runs:   {outcome.tracking_uri}  (experiment {outcome.experiment!r})")
-    print(f"  view them:   mlflow ui --backend-store-uri {outcome.tracking_uri} --workers 1")
+    print(f"MLflow runs:   {redact(outcome.tracking_uri)}  (experiment {outcome.experiment!r})")
+    print("\n".join(outcome.runs_lines()))
+    if outcome.model_uri:
+        print(f"best model:    {outcome.model_uri}" + (f"  (registered: {outcome.registered})"
+                                                       if outcome.registered else ""))
     print(f"  analyze:     medtune analyze --experiment {outcome.experiment} --storage {args.storage}")
     status = 0 if outcome.errored < outcome.trials else 1
     return status if confirm is None else max(status, confirm_after_search(confirm, outcome.experiment, args.resume))
+
+
+def _run_tune(args: argparse.Namespace, confirm: bool) -> Any:
+    """The search ``medtune tune``'s arguments ask for (with ``--confirm-*``, the model is registered after it)."""
+    from tuner.search import SearchRequest, run_search
+
+    return run_search(SearchRequest(
+        space=args.space, dataset=args.dataset, data_root=args.data_root, num_samples=args.num_samples,
+        max_epochs=args.max_epochs, search=args.search, cpus_per_trial=args.cpus_per_trial,
+        gpus_per_trial=args.gpus_per_trial, pins=pins_from_pairs(args.set), storage=args.storage,
+        experiment=args.experiment, tracking_uri=args.tracking_uri, resume=args.resume, seed=args.seed,
+        grace_period=args.grace_period, reduction_factor=args.reduction_factor, metric=args.metric,
+        patient_regex=args.patient_regex, register=None if confirm else args.register,
+        checkpoint_every=args.checkpoint_every, checkpoint_seconds=args.checkpoint_seconds))
 
 
 def _train(args: argparse.Namespace) -> int:

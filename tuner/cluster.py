@@ -8,6 +8,7 @@ import os
 import socket
 
 from tuner.errors import ConfigError
+from tuner.terminal import VERBOSE, level, reroute_library_logs
 
 
 def init_ray(cpus_per_trial: float, gpus_per_trial: float) -> None:
@@ -21,8 +22,10 @@ def init_ray(cpus_per_trial: float, gpus_per_trial: float) -> None:
         if address:
             check_ray_address(address)
         try:
-            ray.init(address=address or None, include_dashboard=False, log_to_driver=True,
+            # Below --verbose, the trials' own output (checkpoint notices) stays in Ray's worker logs.
+            ray.init(address=address or None, include_dashboard=False, log_to_driver=level() == VERBOSE,
                      configure_logging=False)
+            reroute_library_logs()  # ray.init installs Ray's terminal handler again
         except (ConnectionError, RuntimeError, ValueError) as error:
             raise ConfigError(f"cannot connect to the Ray cluster at RAY_ADDRESS={address!r} ({error}). "
                               "Start it, fix RAY_ADDRESS, or unset it to run locally.") from error

@@ -17,13 +17,16 @@ from typing import Any
 
 from tuner.errors import ConfigError
 from tuner.models import HEADS, get_backbone
+from tuner.options import FOLDS
 from tuner.spec import Param, Registry, did_you_mean, refuse_foreign_params
 from tuner.strategies import STRATEGIES, build_strategy
+from tuner.training.inputs import CROP, SAMPLER
 from tuner.training.losses import LOSSES
 from tuner.training.optimizers import OPTIMIZERS
 from tuner.weight_sources import check_weights
 
 # Validation metrics a trial can select its best epoch by (and a search optimise); higher is better.
+SEED_MAX = 2**32 - 1  # numpy's seeds are 32-bit
 SELECTION_METRICS = ("val_auc", "val_map", "val_acc", "val_macro_acc", "val_kappa", "val_f1")
 
 TRIAL_PARAMS: tuple[Param, ...] = (
@@ -43,15 +46,15 @@ TRIAL_PARAMS: tuple[Param, ...] = (
     Param("epochs", int, 10, "training epochs", low=1),
     Param("patience", int, None, "stop after that many epochs without a better validation score", low=1,
           nullable=True),
-    Param("image_size", int, 224, "side of the square image the trunk sees"),
+    Param("image_size", int, 224, "side of the square image the trunk sees (at least the backbone's minimum)", low=1),
     Param("resize_size", int, None, "resize the shorter side to this, then centre-crop `image_size` (unset: a "
-          "square resize)", nullable=True),
+          "square resize)", low=1, nullable=True),
     Param("augment", bool, False, "random rotation, shift and shear of the training images"),
+    CROP,  # declared with the input pipeline (tuner.training.inputs), which applies them
+    SAMPLER,
     Param("metric", str, "val_auc", "the validation metric that selects the best epoch", choices=SELECTION_METRICS),
-    Param("seed", int, 0, "seeds weight initialisation, shuffling and augmentation"),
-    Param("folds", int, None, "k-fold cross-validation: train and val pooled and cut into this many folds "
-          "(seed 0, grouped by patient where known; test untouched). Unset: the data set's own split", low=2,
-          nullable=True),
+    Param("seed", int, 0, "seeds weight initialisation, shuffling and augmentation", low=0, high=SEED_MAX),
+    FOLDS,  # also `medtune confirm --folds`: one declaration
     Param("fold", int, 0, "with `folds`: which fold is the validation split", low=0),
     Param("amp", bool, True, "mixed precision on CUDA"),
 )
@@ -139,6 +142,9 @@ def check_trial_config(config: Mapping[str, Any]) -> None:
     if config["resize_size"] is not None and config["resize_size"] < config["image_size"]:
         raise ConfigError(f"resize_size={config['resize_size']} is smaller than image_size={config['image_size']}: "
                           "the centre crop would not fit. Use resize_size >= image_size, or drop it.")
+    if config["resize_size"] is not None and config["crop"] == "weights":
+        raise ConfigError(f"resize_size={config['resize_size']} and crop=weights both set the resize before the "
+                          "centre crop. Drop resize_size (crop=weights takes it from the weights), or use crop=none.")
     if config["image_size"] < spec.min_image_size:
         raise ConfigError(f"image_size={config['image_size']} is too small for {spec.name}: its feature maps "
                           f"vanish below {spec.min_image_size} px. Use image_size >= {spec.min_image_size}.")

@@ -27,6 +27,8 @@ from tuner.config import TRIAL_DEFAULTS, make_trial_config
 from tuner.confirm_select import Candidate, Selection, load_search, saved_request, select
 from tuner.data import load_dataset
 from tuner.errors import ConfigError
+from tuner.model_export import log_confirmed_model
+from tuner.options import CONFIRM_OPTIONS, check_options
 from tuner.schema import (
     COMPLETED,
     CONFIRM,
@@ -38,7 +40,9 @@ from tuner.schema import (
     trial_outcome,
 )
 from tuner.search import _tune_trial
+from tuner.terminal import say
 from tuner.tracking import CONFIRM_RUNS, MlflowTrialLogger, open_store, redact, trial_config_id, trial_run_name
+from tuner.training.checkpoint import CHECKPOINT_RANK
 from tuner.tune_build import make_tuner, with_data
 
 FIRST_SEED = 1000  # replicate seeds start here (or above the search's largest seed)
@@ -60,6 +64,7 @@ class ConfirmRequest:
     cpus_per_trial: float | None = None
     gpus_per_trial: float | None = None
     data_root: str | None = None
+    register: str | None = None  # register the confirmed best model under this name (`--register`)
 
 
 @dataclass
@@ -80,6 +85,8 @@ class ConfirmOutcome:
     errored: int
     diverged: int
     unfinished: int  # not yet at their full epochs: the stage was interrupted (continue it with resume)
+    model_uri: str | None = None  # the confirmed best model on the parent run (``tuner.model_export``)
+    registered: str | None = None  # its registered name and version, with --register
 
 
 def confirm_dir(storage: str | Path, experiment: str) -> Path:
@@ -92,15 +99,8 @@ def check_request(request: ConfirmRequest) -> None:
     if not request.resume and (request.selection is None or request.seeds is None):
         raise ConfigError("confirm: choose what to re-run (--top-k K, --per-level FACTORS or --factorial FACTORS) "
                           "and how often (--seeds N).")
-    if request.seeds is not None and request.seeds < 1:
-        raise ConfigError(f"--seeds {request.seeds}: each configuration needs at least one replicate; use --seeds 1 "
-                          "or more (3-5 to estimate seed variance).")
-    if request.folds is not None and request.folds < 2:
-        raise ConfigError(f"--folds {request.folds}: k-fold replicates need k >= 2; use --folds 5, or drop --folds.")
-    if request.selection is not None and request.selection.rule == "top_k" and (request.selection.k or 0) < 1:
-        raise ConfigError(f"--top-k {request.selection.k}: choose at least one configuration (--top-k 1 or more).")
-    if (request.cpus_per_trial is not None and request.cpus_per_trial <= 0) or (request.gpus_per_trial or 0) < 0:
-        raise ConfigError("--cpus-per-trial must be > 0 and --gpus-per-trial >= 0.")
+    top_k = (request.selection.k or 0) if request.selection is not None and request.selection.rule == "top_k" else None
+    check_options({**vars(request), "top_k": top_k}, CONFIRM_OPTIONS)  # the options' declared ranges
 
 
 def fresh_seeds(used: frozenset[int] | set[int], count: int) -> list[int]:
@@ -165,27 +165,28 @@ def run_confirm(request: ConfirmRequest) -> ConfirmOutcome:
         runner = tune.Tuner.restore(str(directory), trainable=trainable, resume_errored=True)
     else:
         logger = MlflowTrialLogger(store.tracking_uri, store.experiment_id, parent_run_id, record["trial_params"],
-                                   layout=CONFIRM_RUNS)
+                                   layout=CONFIRM_RUNS, dataset=record.get("dataset_input"))
         runner = make_tuner(trainable, name=directory.name, storage=storage, metric=search_request.metric,
                             mode="max", scheduler=FIFOScheduler(),
                             search_alg=BasicVariantGenerator(points_to_evaluate=configs), num_samples=len(configs),
                             trial_name=_trial_name, callbacks=[logger],
                             # Tune takes preset points only for keys its param_space names.
                             param_space={key: None for key in TRIAL_DEFAULTS},
-                            max_failures=search_request.max_failures)
+                            max_failures=search_request.max_failures, checkpoint_rank=CHECKPOINT_RANK)
         directory.mkdir(parents=True, exist_ok=True)  # the Tuner has made it
         search_file.write_text(json.dumps(record, indent=2))
         store.client.log_artifact(parent_run_id, str(search_file), artifact_path="confirm")
         store.client.set_tag(parent_run_id, "medtune.confirm_dir", str(directory))
-    print(f"medtune: confirmation of {request.experiment!r} ({record['selection']['describe']}): "
-          f"{record['runs']} runs, seeds {record['seeds']}; Tune results in {directory}; MLflow "
-          f"{redact(store.tracking_uri)} (parent run {parent_run_id})", flush=True)
+    say(f"medtune: confirmation of {request.experiment!r} ({record['selection']['describe']}): "
+        f"{record['runs']} runs, seeds {record['seeds']}; Tune results in {directory}; MLflow "
+        f"{redact(store.tracking_uri)} (parent run {parent_run_id})")
     results = runner.fit()
     ended = Counter(_ended(result) for result in results)
+    model_uri, registered = log_confirmed_model(results, store.tracking_uri, parent_run_id, data, request.register)
     return ConfirmOutcome(directory, store.tracking_uri, parent_run_id, request.experiment,
                           record["selection"]["describe"], search_request.metric, _chosen(record), record["seeds"],
                           record["folds"], len(results), ended[COMPLETED], ended[ERRORED], ended[DIVERGED],
-                          ended[STOPPED_EARLY])
+                          ended[STOPPED_EARLY], model_uri, registered)
 
 
 def summary_lines(outcome: ConfirmOutcome) -> list[str]:
@@ -205,6 +206,9 @@ def summary_lines(outcome: ConfirmOutcome) -> list[str]:
               f"Tune results:  {outcome.experiment_dir}",
               f"MLflow runs:   {redact(outcome.tracking_uri)}  (children of the search's parent run "
               f"{outcome.parent_run_id}, tagged medtune.stage={CONFIRM})"]
+    if outcome.model_uri:
+        lines.append(f"confirmed model: {outcome.model_uri}" + (f"  (registered: {outcome.registered})"
+                                                                if outcome.registered else ""))
     return lines
 
 
@@ -214,6 +218,7 @@ def _record(request: ConfirmRequest, search: dict[str, Any], chosen: list[Candid
     selection = request.selection
     return {"stage": CONFIRM, "parent_run_id": search["parent_run_id"], "experiment": search["experiment"],
             "search": request.experiment, "search_dir": search_dir, "trial_params": search["trial_params"],
+            "dataset_input": search.get("dataset_input"),
             "request": search["request"],
             "selection": {**asdict(selection), "describe": selection.describe(),
                           "on": "validation: mean best_score of each configuration's search trials"},

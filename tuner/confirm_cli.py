@@ -7,6 +7,8 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING, Any
 
+from tuner.options import CPUS_PER_TRIAL, FOLDS, GPUS_PER_TRIAL, SEEDS, TOP_K, add_option
+
 if TYPE_CHECKING:
     from tuner.confirm import ConfirmRequest
 
@@ -24,25 +26,30 @@ def add_confirm_parser(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--tracking-uri", help="MLflow URI (default: the search's, else $MLFLOW_TRACKING_URI, else "
                                           "sqlite in --storage)")
     _add_rule(p, "")
-    p.add_argument("--seeds", type=int, metavar="N", help="fresh seeds (replicates) per configuration")
-    p.add_argument("--folds", type=int, metavar="K", help="run each replicate on each of K folds of train+val")
+    add_option(p, SEEDS, metavar="N")
+    add_option(p, FOLDS, metavar="K", help="run each replicate on each of K folds of train+val")
     p.add_argument("--resume", action="store_true", help="continue an interrupted confirmation stage")
     p.add_argument("--data-root", help="folder of the data (default: the search's)")
-    p.add_argument("--cpus-per-trial", type=float, help="default: the search's")
-    p.add_argument("--gpus-per-trial", type=float, help="default: the search's")
+    add_option(p, CPUS_PER_TRIAL, default=None, help="CPUs per run (default: the search's)")
+    add_option(p, GPUS_PER_TRIAL, default=None, help="GPUs per run (default: the search's)")
+    p.add_argument("--register", metavar="NAME", help=REGISTER_HELP)
+
+
+REGISTER_HELP = ("register the best model (the confirmed best, after a confirmation stage) in MLflow's model "
+                 "registry under NAME, as a new version")
 
 
 def add_tune_arguments(parser: argparse.ArgumentParser) -> None:
     """``medtune tune``'s ``--confirm-*`` group: a rule there runs the stage straight after the search."""
     stage = parser.add_argument_group("confirmation stage", "run `medtune confirm` on this search as soon as it ends")
     _add_rule(stage, "confirm-")
-    stage.add_argument("--confirm-seeds", type=int, default=3, metavar="N", help="replicates per configuration")
-    stage.add_argument("--confirm-folds", type=int, metavar="K", help="and run each replicate on each of K folds")
+    add_option(stage, SEEDS, prefix="confirm-", default=3, metavar="N", help="replicates per configuration")
+    add_option(stage, FOLDS, prefix="confirm-", metavar="K", help="and run each replicate on each of K folds")
 
 
 def _add_rule(parser: Any, prefix: str) -> None:
     rules = parser.add_mutually_exclusive_group()
-    rules.add_argument(f"--{prefix}top-k", type=int, metavar="K", help="the K best configurations by validation")
+    add_option(rules, TOP_K, prefix=prefix, metavar="K")
     rules.add_argument(f"--{prefix}per-level", metavar="FACTOR[,FACTOR]",
                        help="the validation-best configuration of each level (cell) of the factors")
     rules.add_argument(f"--{prefix}factorial", metavar="FACTOR[,FACTOR]",
@@ -64,7 +71,7 @@ def confirm_request(args: argparse.Namespace, prefix: str) -> ConfirmRequest | N
                              seeds=getattr(args, prefix + "seeds"), folds=getattr(args, prefix + "folds"),
                              storage=args.storage, tracking_uri=args.tracking_uri, resume=args.resume and not prefix,
                              data_root=args.data_root, cpus_per_trial=args.cpus_per_trial,
-                             gpus_per_trial=args.gpus_per_trial)
+                             gpus_per_trial=args.gpus_per_trial, register=args.register)
     check_request(request)
     return request
 

@@ -13,6 +13,8 @@ from typing import Any
 # Files
 SEARCH_FILE = "medtune_search.json"  # in a search's Tune folder: what --resume, sync and offline analysis read
 TEST_SCORES_FILE = "test_scores.csv"  # per-sample test scores of a trial's best epoch (DeLong's input)
+# per-sample validation scores of the same epoch, beside the test scores (what chooses an ensemble's k)
+VAL_SCORES_FILE = "val_scores.csv"
 
 # MLflow tags
 PARENT_TAG = "mlflow.parentRunId"

@@ -18,20 +18,25 @@ from typing import Any
 from search_spaces import space_arms
 from tuner.arms import arm_plan
 from tuner.cluster import init_ray
-from tuner.data import DatasetSplits, load_dataset
+from tuner.data import DatasetSplits, load_dataset, resolve_data_root
 from tuner.errors import ConfigError
+from tuner.interrupt import SearchInterrupted, graceful_stop
+from tuner.model_export import log_search_model
 from tuner.optuna_study import optuna_storage_url, refuse_existing_studies
 from tuner.schema import SEARCH_FILE
 from tuner.search_request import SearchRequest, prepare
 from tuner.search_summary import SearchOutcome, summarise
+from tuner.terminal import LOG_FILE, say
 from tuner.tracking import (
     MlflowTrialLogger,
+    dataset_record,
     open_store,
     redact,
     resolve_tracking_uri,
     start_run,
     sync_experiment,
 )
+from tuner.training.checkpoint import CheckpointPolicy
 from tuner.tune_build import search_tuner, with_data
 
 __all__ = ["SEARCH_FILE", "SearchOutcome", "SearchRequest", "prepare", "run_search", "sync_search"]
@@ -62,7 +67,8 @@ def run_search(request: SearchRequest) -> SearchOutcome:
         refuse_existing_studies(optuna_url, name)
     init_ray(request.cpus_per_trial, request.gpus_per_trial)
 
-    trainable = with_data(_tune_trial, data, request.cpus_per_trial, request.gpus_per_trial)
+    trainable = with_data(_tune_trial, data, request.cpus_per_trial, request.gpus_per_trial,
+                          policy=CheckpointPolicy(request.checkpoint_every, request.checkpoint_seconds))
     if request.resume:
         saved = json.loads(search_file.read_text())
         parent_run_id = saved["parent_run_id"]
@@ -73,21 +79,36 @@ def run_search(request: SearchRequest) -> SearchOutcome:
         parent_run_id = start_run(store.client, store.experiment_id, name, {
             **{k: v for k, v in record.items() if k not in ("pins", "resume")},
             "pins": request.pins, "dataset": data.name, "task": data.task, "grid_size": len(configs),
-            "arms": plan.record(), **studies}, role="search", artifacts={"search_space": Path(space.__file__)})
-        logger = MlflowTrialLogger(store.tracking_uri, store.experiment_id, parent_run_id, {"dataset": data.name})
+            "arms": plan.record(), **studies,
+            **({"data_warnings": list(data.data_warnings)} if data.data_warnings else {}),
+        }, role="search", artifacts={"search_space": Path(space.__file__)})
+        dataset = dataset_record(data, _data_source(request))
+        logger = MlflowTrialLogger(store.tracking_uri, store.experiment_id, parent_run_id, {"dataset": data.name},
+                                   dataset=dataset)
         runner = search_tuner(request, configs, plan, trainable, storage, name, logger, optuna_url)
         experiment_dir.mkdir(parents=True, exist_ok=True)
         search_file.write_text(json.dumps({"parent_run_id": parent_run_id, "experiment": name,
                                            "trial_params": {"dataset": data.name}, "request": record,
-                                           "arms": plan.record(), **studies}, indent=2))
-    print(f"medtune: search {name!r}: Tune results in {experiment_dir}; MLflow {redact(store.tracking_uri)} "
-          f"(parent run {parent_run_id})", flush=True)
+                                           "arms": plan.record(), "dataset_input": dataset, **studies}, indent=2))
+    say(f"medtune: search {name!r} ({request.search}, space {request.space}, data {data.name}): Tune results in "
+        f"{experiment_dir}; MLflow {redact(store.tracking_uri)} "
+        f"(parent run {parent_run_id}); libraries' logs in {storage / LOG_FILE}")
+    for line in data.data_warnings:  # the integrity check's warnings (possible leakage), also a parent-run param
+        say(f"medtune: warning: data set {data.name!r}: {line}")
     if plan.share is not None:
         arms = (f"{len(plan.cells)} arms ({' x '.join(plan.factors)}), {plan.share} trials each; "
                 if plan.factors else "")
-        print(f"medtune: {arms}Optuna studies in {optuna_url} (optuna-dashboard {optuna_url})", flush=True)
-    results = runner.fit()
+        say(f"medtune: {arms}Optuna studies in {optuna_url} (optuna-dashboard {optuna_url})")
+    with graceful_stop() as stop:  # Ctrl-C / SIGTERM: trials stopped, state saved (tuner.interrupt)
+        try:
+            results = runner.fit()
+        except KeyboardInterrupt:  # a second signal: out at once
+            raise SearchInterrupted(name, experiment_dir, stop.signum or 2, forced=True) from None
+    if stop.signum is not None:  # the parent run stays open: --resume continues it
+        raise SearchInterrupted(name, experiment_dir, stop.signum)
     outcome = summarise(results, name, experiment_dir, store.tracking_uri, parent_run_id, plan)
+    outcome.experiment_id = store.experiment_id
+    log_search_model(outcome, data, request.register)
     saved = json.loads(search_file.read_text())
     search_file.write_text(json.dumps({**saved, "trials_per_arm": outcome.trials_per_arm}, indent=2))
     try:
@@ -109,12 +130,20 @@ def sync_search(storage: str, experiment: str, tracking_uri: str | None = None) 
     return sync_experiment(experiment_dir, uri, saved["experiment"], saved["parent_run_id"], saved["trial_params"])
 
 
-def _tune_trial(config: dict[str, Any], data: DatasetSplits) -> None:
-    """The Tune function trainable: one trial reporting to Tune."""
+def _data_source(request: SearchRequest) -> str:
+    """The file or folder the data set was read from: the dataset input's source."""
+    given = Path(request.dataset).expanduser()
+    if given.exists():
+        return str(given.resolve())
+    return str(resolve_data_root(request.data_root) / f"{request.dataset}.npz")
+
+
+def _tune_trial(config: dict[str, Any], data: DatasetSplits, policy: CheckpointPolicy | None = None) -> None:
+    """The Tune function trainable: one trial reporting to Tune, writing its state by ``policy``."""
     from tuner.training.session import TuneSession
     from tuner.training.trial import run_trial
 
-    session = TuneSession()
+    session = TuneSession(policy)
     try:
         run_trial(config, data, session)
     except FloatingPointError as error:

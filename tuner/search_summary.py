@@ -1,5 +1,5 @@
 """What a finished search amounts to (``SearchOutcome``): trials by how they ended, the trials each arm
-got, and the best one."""
+got, the best one (and its logged model), and where a person sees its runs."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from tuner.arms import ArmPlan
-from tuner.tracking import trial_outcome
+from tuner.tracking import runs_page, trial_outcome
 
 
 @dataclass
@@ -27,6 +27,16 @@ class SearchOutcome:
     best: dict[str, Any] | None
     arm_factors: tuple[str, ...] = ()
     trials_per_arm: dict[str, int] = field(default_factory=dict)  # arm label -> trials it ran (all arms listed)
+    experiment_id: str = ""
+    best_trial_dir: Path | None = None  # the best trial's Tune folder (its checkpoint holds its best epoch's weights)
+    model_uri: str | None = None  # the best trial's model, once logged on the parent run (``tuner.model_export``)
+    registered: str | None = None  # the registered model's name and version, once registered
+
+    def runs_lines(self) -> list[str]:
+        """Where to see the runs: the URL of the experiment's runs page (after the command that serves
+        it, for a local store)."""
+        url, serve = runs_page(self.tracking_uri, self.experiment_id)
+        return ([f"  view them:   {serve}", f"  then open:   {url}"] if serve else [f"  runs page:   {url}"])
 
     def arms_line(self) -> str:
         """The share each arm got, in words (empty when the space declares no arms)."""
@@ -49,10 +59,12 @@ def summarise(results: Any, name: str, experiment_dir: Path, tracking_uri: str, 
             completed += 1
         else:
             stopped += 1
-    best = None
+    best, trial_dir = None, None
     if errored < len(results):
         top = results.get_best_result(metric="best_score", mode="max", scope="last")
-        best = {"config": top.config, **{k: top.metrics.get(k) for k in ("best_score", "best_val_auc", "test_auc",
-                                                                          "test_acc")}}
+        best = {"config": top.config, "trial_id": top.metrics.get("trial_id"),
+                **{k: top.metrics.get(k) for k in ("best_score", "best_val_auc", "test_auc", "test_acc")}}
+        trial_dir = Path(top.path)
     return SearchOutcome(name, experiment_dir, tracking_uri, parent_run_id, len(results), completed, stopped,
-                         errored, best, plan.factors, plan.trials_per_arm(result.config for result in results))
+                         errored, best, plan.factors, plan.trials_per_arm(result.config for result in results),
+                         best_trial_dir=trial_dir)

@@ -10,6 +10,7 @@ are the models).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from difflib import get_close_matches
@@ -49,32 +50,50 @@ class Param:
     choices: tuple[Any, ...] | None = None
     nullable: bool = False  # None is a meaningful value (e.g. "no resize", "no patience")
 
-    def check(self, value: Any) -> None:
-        """Refuse a value of the wrong type or outside the range, naming the key, the value and what is allowed."""
+    def check(self, value: Any, key: str | None = None) -> None:
+        """Refuse a value of the wrong type or outside the range, naming the key, the value, what is
+        allowed and the fix. ``key`` is how the user wrote the key (``--num-samples`` for a command-line
+        option, written ``--num-samples 0``), when that is not the Param's name (written ``lr=0``)."""
+        key = key or self.name
+        given = f"{key} {value!r}" if key.startswith("-") else f"{key}={value!r}"
         if value is None:
             if self.nullable or self.default is None:
                 return
-            raise ConfigError(f"{self.name} cannot be None: every trial needs one (default {self.default!r}).")
+            raise ConfigError(f"{key} cannot be None: every trial needs one (default {self.default!r}).")
         types = self.type if isinstance(self.type, tuple) else (self.type,)
         if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
             names = " or ".join(t.__name__ for t in types)
-            raise ConfigError(f"{self.name}={value!r} must be of type {names} ({self.doc}).")
+            allowed = f", {self.range_text()}" if self.range_text() else ""
+            raise ConfigError(f"{given} must be of type {names}{allowed} ({self.doc}).{self._example()}")
         if self.choices is not None and value not in self.choices:
             allowed = [str(c) for c in self.choices]
-            raise ConfigError(f"{self.name}={value!r} is not allowed.{did_you_mean(value, allowed)}"
+            raise ConfigError(f"{given} is not allowed.{did_you_mean(value, allowed)}"
                               f" Use one of {', '.join(allowed)}.")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{given} is not a finite number: it must be "
+                              f"{self.range_text() or 'finite'} ({self.doc}).{self._example()}")
         too_low = self.low is not None and (value <= self.low if self.low_open else value < self.low)
         too_high = self.high is not None and (value >= self.high if self.high_open else value > self.high)
         if too_low or too_high:
-            raise ConfigError(f"{self.name}={value!r} is out of range: it must be {self.range_text()}.")
+            raise ConfigError(f"{given} is out of range: it must be {self.range_text()} "
+                              f"({self.doc}).{self._example()}")
+
+    def _example(self) -> str:
+        """The fix when nothing better is known: the default, which is always allowed."""
+        return f" The default is {self.default!r}." if self.default is not None and self.choices is None else ""
 
     def range_text(self) -> str:
         """The allowed values in words (``> 0 and < 1``, ``one of sgd, adam``); empty when anything of the type goes."""
         if self.choices is not None:
             return "one of " + ", ".join(map(str, self.choices))
-        low = "" if self.low is None else f"{'>' if self.low_open else '>='} {self.low:g}"
-        high = "" if self.high is None else f"{'<' if self.high_open else '<='} {self.high:g}"
+        low = "" if self.low is None else f"{'>' if self.low_open else '>='} {_number(self.low)}"
+        high = "" if self.high is None else f"{'<' if self.high_open else '<='} {_number(self.high)}"
         return " and ".join(part for part in (low, high) if part)
+
+
+def _number(bound: float) -> str:
+    """A range bound as written: integers in full (a seed's 4294967295), other numbers short (1e-08)."""
+    return str(bound) if isinstance(bound, int) else f"{bound:g}"
 
 
 @dataclass(frozen=True)

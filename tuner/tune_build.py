@@ -22,14 +22,17 @@ from search_spaces import OptunaSpace, get_space
 from tuner.arms import ArmPlan
 from tuner.config import TRIAL_DEFAULTS
 from tuner.optuna_study import ArmSearcher, StudySearch, study_name
+from tuner.progress import progress_callbacks
 from tuner.search_request import SearchRequest, effective_pins, fixed_pins
+from tuner.terminal import tune_verbosity
 from tuner.tracking import trial_run_name
+from tuner.training.checkpoint import CHECKPOINT_RANK
 
 
-def with_data(function: Callable[..., None], data: Any, cpus: float, gpus: float) -> Any:
-    """``function(config, data=data)`` as a Tune trainable asking for ``cpus`` and ``gpus``: the data
-    go into Ray's object store once, not into every trial's pickled config."""
-    return tune.with_resources(tune.with_parameters(function, data=data), {"cpu": cpus, "gpu": gpus})
+def with_data(function: Callable[..., None], data: Any, cpus: float, gpus: float, **parameters: Any) -> Any:
+    """``function(config, data=data, **parameters)`` as a Tune trainable asking for ``cpus`` and ``gpus``:
+    the data go into Ray's object store once, not into every trial's pickled config."""
+    return tune.with_resources(tune.with_parameters(function, data=data, **parameters), {"cpu": cpus, "gpu": gpus})
 
 
 def asha(max_epochs: int, grace_period: int, reduction_factor: int, time_attr: str = "training_iteration") -> Any:
@@ -44,9 +47,12 @@ def asha(max_epochs: int, grace_period: int, reduction_factor: int, time_attr: s
 
 def make_tuner(trainable: Any, *, name: str, storage: Path, metric: str, mode: str, scheduler: Any,
                search_alg: Any, num_samples: int, trial_name: Callable[[Any], str], callbacks: list[Any],
-               param_space: dict[str, Any] | None = None, max_failures: int = 0) -> tune.Tuner:
+               param_space: dict[str, Any] | None = None, max_failures: int = 0,
+               checkpoint_rank: str | None = None) -> tune.Tuner:
     """A Tuner with medtune's run settings: results in ``storage/name``, trials named by
-    ``trial_name`` (table and folders), one checkpoint kept per trial, and ``max_failures`` retries."""
+    ``trial_name`` (table and folders), one checkpoint kept per trial (and its newest state one, ranked
+    by ``checkpoint_rank``), ``max_failures`` retries, and
+    the terminal's level (``tuner.terminal``): Tune's tables at --verbose, else medtune's progress."""
     return tune.Tuner(
         trainable,
         param_space=param_space,
@@ -58,10 +64,13 @@ def make_tuner(trainable: Any, *, name: str, storage: Path, metric: str, mode: s
                                     # MEDTUNE_REUSE_ACTORS=0 keeps each trial on the node Ray placed it.
                                     reuse_actors=os.environ.get("MEDTUNE_REUSE_ACTORS", "1") != "0"),
         run_config=tune.RunConfig(
-            name=name, storage_path=str(storage), callbacks=callbacks,
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            name=name, storage_path=str(storage),
+            callbacks=callbacks + progress_callbacks(metric, mode, num_samples, trial_name),
+            # The newest checkpoint, and the newest state one beside it when the newest holds only scores
+            # (a trial reports CHECKPOINT_RANK with each; see tuner.training.checkpoint).
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1, checkpoint_score_attribute=checkpoint_rank),
             failure_config=tune.FailureConfig(max_failures=max_failures),
-            verbose=1),
+            verbose=tune_verbosity()),
     )
 
 
@@ -77,7 +86,7 @@ def search_tuner(request: SearchRequest, configs: list[dict[str, Any]], plan: Ar
                       scheduler=asha(max(c["epochs"] for c in configs), request.grace_period,
                                      request.reduction_factor, time_attr="phase_epoch"),
                       search_alg=searcher, num_samples=num_samples, trial_name=_trial_name, callbacks=[logger],
-                      param_space=param_space, max_failures=request.max_failures)
+                      param_space=param_space, max_failures=request.max_failures, checkpoint_rank=CHECKPOINT_RANK)
 
 
 def _searcher(request: SearchRequest, configs: list[dict[str, Any]], plan: ArmPlan, name: str,

@@ -7,6 +7,7 @@ import pandas as pd
 from analysis.context import ReportContext, SectionUnit
 from analysis.document import Report, Section
 from tuner.schema import COMPLETED, EXPLORE, STAGES
+from tuner.tracking import redact
 
 OUTCOME_WORDS = {COMPLETED: "completed", "stopped_early": "stopped early (ASHA)",
                  "early_stopping": "early stopping (patience)", "diverged": "diverged"}
@@ -27,7 +28,7 @@ def build(report: Report, section: Section, ctx: ReportContext) -> None:
     loaded, study, config = ctx.loaded, ctx.study, ctx.config
     frame = loaded.frame
     if loaded.source == "mlflow":
-        section.text(f"Trials read from MLflow at `{loaded.tracking_uri}`.")
+        section.text(f"Trials read from MLflow at `{redact(loaded.tracking_uri)}`.")  # never its password
     else:
         folders = [s.location for s in loaded.searches] + [s.confirm_location for s in loaded.searches
                                                            if s.confirm_location]

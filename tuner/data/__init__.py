@@ -1,18 +1,22 @@
 """Data sources: MedMNIST ``.npz`` files, image folders and CSV manifests.
 
-``load_dataset`` is the one entry point: it decides the source from the spec, decodes once, and
-checks the splits before any trial starts. ``fold_splits`` turns the loaded data into one fold of
+``load_dataset`` is the one entry point: it decides the source from the spec (downloading an official
+MedMNIST file the data root lacks), decodes once, and checks the data set's integrity before any
+trial starts (``integrity``). ``fold_splits`` turns the loaded data into one fold of
 k-fold cross-validation.
 """
 
 from __future__ import annotations
 
 import os
+import warnings
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
 from tuner.data.folder import PatientLeakWarning, load_image_folder
+from tuner.data.integrity import DataIntegrityWarning, check_integrity
 from tuner.data.manifest import load_manifest
 from tuner.data.medmnist import (
     is_medmnist_name,
@@ -26,14 +30,16 @@ from tuner.data.splits import DatasetSplits, Split, check_splits, fold_splits
 from tuner.data.transforms import build_transform
 from tuner.errors import ConfigError
 
-__all__ = ["DatasetSplits", "ImageDataset", "PatientLeakWarning", "Split", "build_transform", "fold_splits",
-           "load_dataset", "resolve_data_root", "save_npz_subset"]
+__all__ = ["DataIntegrityWarning", "DatasetSplits", "ImageDataset", "PatientLeakWarning", "Split", "build_transform",
+           "fold_splits", "load_dataset", "resolve_data_root", "save_npz_subset"]
 
 
 def load_dataset(spec: str, data_root: str | os.PathLike | None = None, *,
                  patient_regex: str | None = None) -> DatasetSplits:
     """A MedMNIST name (``breastmnist``), an image folder, a MedMNIST-style ``.npz`` or a ``.csv``
-    manifest, decoded and checked, so that a bad data set fails before any trial starts.
+    manifest, decoded and checked, so that a bad data set fails before any trial starts: refusals are
+    ``ConfigError``; what is legal but worth knowing (possible leakage between splits, mixed image
+    shapes) is a ``DataIntegrityWarning`` and is kept in the result's ``data_warnings``.
 
     ``patient_regex`` (``--patient-regex``) finds the patient ID in an image folder's file names;
     the other sources either have none or name patients in their own way (a manifest's
@@ -56,8 +62,11 @@ def load_dataset(spec: str, data_root: str | os.PathLike | None = None, *,
             "nor an existing image folder (one subfolder per class, or train/val/test folders of class "
             "subfolders), nor an existing .npz or .csv manifest."
         )
+    found = check_integrity(data)
     check_splits(data)
-    return data
+    for line in found:
+        warnings.warn(f"data set {data.name!r}: {line}", DataIntegrityWarning, stacklevel=2)
+    return replace(data, data_warnings=found)
 
 
 class ImageDataset(torch.utils.data.Dataset):

@@ -10,7 +10,8 @@
 Anything below a class folder is that class's images: folders nested deeper are never classes.
 Splits medtune makes are stratified and seeded (independent of the trial's seed, so every trial of a
 search sees the same images), and grouped by patient when ``patient_regex`` finds a patient ID in each
-file name. Images are decoded with Pillow once, when the data set is loaded.
+file name. Images are decoded with Pillow once, when the data set is loaded (``decode``: palette,
+16-bit, RGBA, CMYK and other valid modes are converted, not refused).
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
+from tuner.data.decode import decode_images
 from tuner.data.splits import (
     SPLIT_NAMES,
     SPLIT_PARTS,
@@ -183,18 +184,3 @@ def _list_images(folder: Path, class_names: tuple[str, ...], split_name: str) ->
         paths += files
         labels += [class_names.index(class_dir.name)] * len(files)
     return paths, labels
-
-
-def decode_images(paths: list[Path]) -> list[np.ndarray]:
-    """Decode to uint8 arrays: grayscale stays (H, W); anything with colour becomes (H, W, 3)."""
-    decoded = []
-    for path in paths:
-        try:
-            with Image.open(path) as image:
-                image.load()
-                mode = "L" if image.mode in ("1", "L", "I", "I;16", "F") else "RGB"
-                decoded.append(np.asarray(image.convert(mode), dtype=np.uint8))
-        except (UnidentifiedImageError, OSError, SyntaxError) as error:
-            raise ConfigError(f"cannot decode image {path} ({error}): the file is corrupt or not an "
-                              "image. Replace or remove it.") from error
-    return decoded

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from tuner.data.folder import decode_images
+from tuner.data.decode import decode_images
 from tuner.data.splits import (
     SPLIT_NAMES,
     SPLIT_PARTS,

@@ -1,7 +1,8 @@
 """MedMNIST ``.npz`` files, found by name in a data root, with their official keys.
 
-Nothing is downloaded: clusters often have no internet, and a download inside a trial would repeat
-on every node. Put the official file (from the MedMNIST Zenodo record) in the data root.
+A name whose file is not in the data root is downloaded once, on the driver, from MedMNIST's official
+URL and checked against its MD5 (``download``); never inside a trial, where it would repeat on every
+node. Offline (``$MEDTUNE_OFFLINE``, or no network), the message says which file to put where.
 """
 
 from __future__ import annotations
@@ -12,10 +13,11 @@ from pathlib import Path
 
 import numpy as np
 
+from tuner.data.download import DATA_ROOT_ENV, fetch, official_file
+from tuner.data.integrity import image_array, label_array
 from tuner.data.splits import SPLIT_NAMES, DatasetSplits, Split, Task
 from tuner.errors import ConfigError
 
-DATA_ROOT_ENV = "MEDTUNE_DATA_ROOT"
 # MedMNIST's own default root, so files the ``medmnist`` package already downloaded are found.
 DEFAULT_DATA_ROOT = Path("~/.medmnist")
 DOWNLOAD_PAGE = "https://zenodo.org/records/10519652"
@@ -69,14 +71,18 @@ def known_names() -> list[str]:
 
 
 def load_medmnist(name: str, data_root: str | os.PathLike | None = None) -> DatasetSplits:
-    """Load ``<data_root>/<name>.npz`` with MedMNIST's official split keys."""
+    """Load ``<data_root>/<name>.npz`` with MedMNIST's official split keys, downloading the official
+    file first when the data root lacks it."""
     if not is_medmnist_name(name):
         raise ConfigError(
             f"unknown MedMNIST data set {name!r}. Known: {', '.join(known_names())} "
             f"(optionally with a size suffix: {', '.join('_' + s for s in _SIZES[1:])})."
         )
     root = resolve_data_root(data_root)
-    path = root / f"{name}.npz"
+    path = medmnist_path(name, root)
+    official = official_file(name)
+    if not path.is_file() and official is not None:
+        path = fetch(official, root)
     if not path.is_file():
         raise ConfigError(
             f"MedMNIST file not found: {path}. Put the official {name}.npz (from {DOWNLOAD_PAGE}) "
@@ -84,6 +90,16 @@ def load_medmnist(name: str, data_root: str | os.PathLike | None = None) -> Data
         )
     task, class_names = _DATASETS[name.partition("_")[0]]
     return load_npz(path, name=name, task=task, class_names=class_names)
+
+
+def medmnist_path(name: str, root: Path) -> Path:
+    """Where a MedMNIST name's file is in ``root``: ``<name>.npz``, or the official file name where it
+    differs (``breastmnist_28`` is MedMNIST's plain ``breastmnist.npz``)."""
+    path = root / f"{name}.npz"
+    official = official_file(name)
+    if path.is_file() or official is None:
+        return path
+    return root / official.file_name
 
 
 def load_npz(path: Path, *, name: str, task: Task | None = None,
@@ -120,13 +136,8 @@ def load_npz(path: Path, *, name: str, task: Task | None = None,
 
 
 def _read_split(archive: np.lib.npyio.NpzFile, split: str, path: Path) -> Split:
-    images = archive[f"{split}_images"]
-    labels = archive[f"{split}_labels"]
-    if images.dtype != np.uint8 or images.ndim not in (3, 4) or (images.ndim == 4 and images.shape[-1] != 3):
-        raise ConfigError(
-            f"{path}: '{split}_images' has shape {images.shape} and dtype {images.dtype}; expected "
-            "uint8 (N, H, W) grayscale or (N, H, W, 3) colour."
-        )
+    images = image_array(archive[f"{split}_images"], f"{path}: '{split}_images'")
+    labels = label_array(archive[f"{split}_labels"], f"{path}: '{split}_labels'")
     if labels.ndim == 2 and labels.shape[1] > 1:  # one 0/1 column per label: a multi-label task
         return Split(images=images, labels=labels.astype(np.float32))
     return Split(images=images, labels=labels.reshape(-1).astype(np.int64))

@@ -53,6 +53,9 @@ class DatasetSplits:
     train: Split
     val: Split
     test: Split
+    # What the integrity check found legal but worth knowing (possible leakage, mixed shapes), one line
+    # each: load_dataset warns with them, and a search records them on its MLflow run.
+    data_warnings: tuple[str, ...] = ()
 
     @property
     def num_classes(self) -> int:

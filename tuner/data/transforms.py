@@ -1,6 +1,9 @@
 """Per-image preprocessing: grayscale to 3 channels, resize, optional augmentation, normalisation with
 the mean and std the starting weights expect. Works on uint8 numpy arrays, since images are decoded
-once up front.
+once up front. A trial's own loaders prepare each split once and augment batched
+(``tuner.data.batches``), with the same resize steps (``resize_steps``) and the same affine family;
+this per-image form serves pretraining, exported models and ensembles, and is the reference those
+loaders are tested against.
 
 Each transform declares whether it draws random numbers (``ImageTransform.random``): code that would
 compute an image's result once and reuse it (the frozen-prefix feature cache) asks the transform,
@@ -46,6 +49,17 @@ class ImageTransform:
         return self.pipeline(image)
 
 
+def resize_steps(image_size: int, resize_size: int | None, interpolation: str) -> list:
+    """The deterministic geometry of every split: a square resize to ``image_size``, or (with
+    ``resize_size``) the shorter side to ``resize_size`` and the centre ``image_size`` square. One
+    definition for the per-image transform and for images prepared once per trial
+    (``tuner.data.batches``), so that both give the same pixels."""
+    mode = v2.InterpolationMode(interpolation)
+    if resize_size is None:
+        return [v2.Resize((image_size, image_size), interpolation=mode, antialias=True)]
+    return [v2.Resize(resize_size, interpolation=mode, antialias=True), v2.CenterCrop(image_size)]
+
+
 def build_transform(image_size: int, *, augment: bool, resize_size: int | None = None,
                     preprocessing: Preprocessing = IMAGENET_PREPROCESSING) -> ImageTransform:
     """The transform of one split: augmentation only where ``augment`` (the training split).
@@ -54,12 +68,7 @@ def build_transform(image_size: int, *, augment: bool, resize_size: int | None =
     resized to ``resize_size`` (aspect ratio kept) and the centre ``image_size`` square is cropped, the
     torchvision ImageNet recipe the fine-tuning-strategies paper uses (232 or 256, then 224). The
     normalisation is ``preprocessing``'s: that of the weights the trunk starts from."""
-    steps: list = [to_chw_tensor]
-    interpolation = v2.InterpolationMode(preprocessing.interpolation)
-    if resize_size is None:
-        steps.append(v2.Resize((image_size, image_size), interpolation=interpolation, antialias=True))
-    else:
-        steps += [v2.Resize(resize_size, interpolation=interpolation, antialias=True), v2.CenterCrop(image_size)]
+    steps: list = [to_chw_tensor, *resize_steps(image_size, resize_size, preprocessing.interpolation)]
     if augment:
         steps.append(v2.RandomAffine(degrees=AUGMENT_ROTATION_DEG,
                                      translate=(AUGMENT_SHIFT, AUGMENT_SHIFT),

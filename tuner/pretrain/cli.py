@@ -10,7 +10,8 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
-from tuner.pretrain.config import PRETRAIN_DEFAULTS
+from tuner.options import add_option
+from tuner.pretrain.config import PRETRAIN_DEFAULTS, PRETRAIN_PARAMS, PRETRAIN_SEARCH_OPTIONS
 from tuner.pretrain.encoder import META_FILE
 
 if TYPE_CHECKING:
@@ -18,26 +19,13 @@ if TYPE_CHECKING:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    """The pretraining parameters (their defaults in the help) and the run's and search's options."""
-    d = PRETRAIN_DEFAULTS
+    """The pretraining parameters (their defaults in the help) and the run's and search's options, built
+    from their declarations (``tuner.pretrain.config``), which also check them."""
     p.add_argument("--dataset", required=True, help="MedMNIST name (breastmnist), image folder, or .npz; only "
                                                      "its training images are used (never labels)")
     p.add_argument("--data-root", help="folder of MedMNIST .npz files (default $MEDTUNE_DATA_ROOT, ~/.medmnist)")
-    p.add_argument("--backbone", help=f"registry backbone whose trunk is the encoder ({d['backbone']})")
-    p.add_argument("--latent-dim", type=int, help=f"latent dimensions ({d['latent_dim']})")
-    p.add_argument("--beta", type=float, help=f"KL weight after warm-up ({d['beta']})")
-    p.add_argument("--kl-warmup-epochs", type=int,
-                   help=f"linear KL warm-up: beta_e = beta * min(1, e / W), epochs from 1; 0: none "
-                        f"({d['kl_warmup_epochs']})")
-    p.add_argument("--epochs", type=int, help=f"({d['epochs']})")
-    p.add_argument("--lr", type=float, help=f"Adam learning rate, cosine schedule ({d['lr']})")
-    p.add_argument("--weight-decay", type=float, help=f"({d['weight_decay']})")
-    p.add_argument("--batch-size", type=int, help=f"({d['batch_size']})")
-    p.add_argument("--image-size", type=int,
-                   help=f"b * 2**k with b in 4..7 (28, 32, 64, 128, 224, ...) ({d['image_size']})")
-    p.add_argument("--decoder-width", type=int, help=f"channels of the decoder's first grid ({d['decoder_width']})")
-    p.add_argument("--augment", action="store_true", default=None, help="rotation/shift/shear on training images")
-    p.add_argument("--seed", type=int, help=f"({d['seed']})")
+    for param in PRETRAIN_PARAMS:  # not given: the parameter's default (and a search samples the searched ones)
+        add_option(p, param, default=None, help=f"{param.doc} ({param.default})")
     p.add_argument("--storage", default="results", help="results folder (the MLflow store defaults to sqlite here)")
     p.add_argument("--experiment", help="MLflow experiment / results name (default pretrain-<backbone>-<data>-<time>)")
     p.add_argument("--tracking-uri", help="MLflow URI (default $MLFLOW_TRACKING_URI, else sqlite in --storage)")
@@ -45,12 +33,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                                  "(default <storage>/<experiment>)")
     p.add_argument("--search", action="store_true",
                    help="Ray Tune search over latent_dim, beta, lr (those given above stay fixed), ASHA on val_elbo")
-    p.add_argument("--num-samples", type=int, default=8, help="--search: trials (8)")
-    p.add_argument("--cpus-per-trial", type=float, default=1.0)
-    p.add_argument("--gpus-per-trial", type=float, default=0.0)
-    p.add_argument("--grace-period", type=int, default=1, help="ASHA: epochs before a trial can be stopped")
-    p.add_argument("--reduction-factor", type=int, default=2)
-    p.add_argument("--search-seed", type=int, default=0, help="--search: the random sampler's seed")
+    for param in PRETRAIN_SEARCH_OPTIONS:
+        add_option(p, param)
 
 
 def request_from_args(args: argparse.Namespace) -> PretrainRequest:
@@ -69,8 +53,10 @@ def request_from_args(args: argparse.Namespace) -> PretrainRequest:
 def pretrain_command(args: argparse.Namespace) -> int:
     """Run ``medtune pretrain`` and print where the encoder is and how to use it; the exit status."""
     from tuner.pretrain.run import run_pretrain
+    from tuner.tracking import redact
 
     outcome = run_pretrain(request_from_args(args))
+    uri = redact(outcome.tracking_uri)  # a server's URI may carry a password: never printed
     best = outcome.best
     first = outcome.history[0]["val_elbo"] if outcome.history else float("nan")
     if outcome.trials > 1:
@@ -80,9 +66,9 @@ def pretrain_command(args: argparse.Namespace) -> int:
     print(f"medtune: best epoch {best['epoch']}: val_elbo={best['val_elbo']:.2f} (recon {best['val_recon']:.2f}, "
           f"kl {best['val_kl']:.2f}); epoch 1: val_elbo={first:.2f}. {outcome.seconds:.0f} s")
     print(f"Encoder:      {outcome.encoder_path}  (+ {META_FILE}, reconstructions.png)")
-    print(f"MLflow run:   {outcome.run_id} in {outcome.tracking_uri}  (experiment {outcome.experiment!r})")
+    print(f"MLflow run:   {outcome.run_id} in {uri}  (experiment {outcome.experiment!r})")
     print(f"Use it:       --set weights=ssl:{outcome.encoder_path}   (backbone={outcome.config['backbone']})")
-    print(f"         or   MLFLOW_TRACKING_URI={outcome.tracking_uri} ... --set weights=ssl:{outcome.run_id}")
+    print(f"         or   MLFLOW_TRACKING_URI={uri} ... --set weights=ssl:{outcome.run_id}")
     print(f"  or the study: MEDTUNE_SSL_ENCODER={outcome.encoder_path} medtune tune --space ssl_vs_imagenet "
           f"--dataset {args.dataset} --set backbone={outcome.config['backbone']} "
           f"--set image_size={outcome.config['image_size']}")

@@ -30,7 +30,13 @@ import torch
 
 from tuner.errors import ConfigError
 from tuner.models.registry import BackboneSpec
-from tuner.models.weights import WeightSource, describe_mismatch, register_weight_source, weights_dir
+from tuner.models.weights import (
+    WeightSource,
+    describe_mismatch,
+    load_error_text,
+    register_weight_source,
+    weights_dir,
+)
 from tuner.pretrain.vae import INPUT_PREPROCESSING, build_trunk
 from tuner.spec import Preprocessing
 
@@ -104,8 +110,8 @@ def check_encoder_fits(spec: BackboneSpec, path: Path, weights: str | None = Non
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises many types for a bad file
-        raise ConfigError(f"weights={weights}: cannot load the SSL encoder {path} ({type(error).__name__}: "
-                          f"{error}). It must be the {ENCODER_FILE} that `medtune pretrain` wrote.") from error
+        raise ConfigError(f"weights={weights}: cannot load the SSL encoder {path} ({load_error_text(error)}). It "
+                          f"must be the {ENCODER_FILE} that `medtune pretrain` wrote.") from error
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ConfigError(f"weights={weights}: {path} does not hold a state dict (name -> tensor).")
     problems = describe_mismatch({k: tuple(v.shape) for k, v in state.items()}, _trunk_shapes(spec),

@@ -26,7 +26,8 @@ from tuner.pretrain.request import (
 )
 from tuner.pretrain.search import run_pretrain_search
 from tuner.pretrain.train import train_vae
-from tuner.tracking import start_run
+from tuner.terminal import say
+from tuner.tracking import redact, start_run
 
 
 def run_pretrain(request: PretrainRequest) -> PretrainOutcome:
@@ -46,14 +47,14 @@ def run_pretrain(request: PretrainRequest) -> PretrainOutcome:
     params = {**config, "dataset": data.name, "n_train_images": len(data.train), "n_val_images": len(data.val)}
     run_id = start_run(client, store.experiment_id, f"vae-{config['backbone']}-z{config['latent_dim']}", params,
                        role="pretrain")
-    print(f"medtune: pretraining a VAE ({config['backbone']} encoder, latent {config['latent_dim']}) on "
-          f"{data.name}: {len(data.train)} training images, {len(data.val)} validation images; MLflow "
-          f"{store.tracking_uri} (run {run_id})", flush=True)
+    say(f"medtune: pretraining a VAE ({config['backbone']} encoder, latent {config['latent_dim']}) on "
+        f"{data.name}: {len(data.train)} training images, {len(data.val)} validation images; MLflow "
+        f"{redact(store.tracking_uri)} (run {run_id})")
 
     def on_epoch(metrics: dict[str, float], snapshot: Any) -> None:
         now = int(time.time() * 1000)
         client.log_batch(run_id, metrics=[Metric(k, float(v), now, int(metrics["epoch"])) for k, v in metrics.items()])
-        print("medtune: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()), flush=True)
+        say("medtune: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
         if snapshot is not None:
             snapshot.write(out)
 

@@ -22,7 +22,8 @@ from ray import tune
 from tuner.cluster import init_ray
 from tuner.data import load_dataset
 from tuner.errors import ConfigError
-from tuner.pretrain.config import make_pretrain_config
+from tuner.options import check_options
+from tuner.pretrain.config import PRETRAIN_SEARCH_OPTIONS, make_pretrain_config
 from tuner.pretrain.encoder import ENCODER_FILE, META_FILE
 from tuner.pretrain.request import (
     PretrainOutcome,
@@ -34,7 +35,8 @@ from tuner.pretrain.request import (
     storage_path,
 )
 from tuner.pretrain.train import EPOCH_METRICS, RECONSTRUCTIONS_FILE, train_vae
-from tuner.tracking import ROLE_TAG, MlflowTrialLogger, RunLayout, param_value, start_run
+from tuner.terminal import say
+from tuner.tracking import ROLE_TAG, MlflowTrialLogger, RunLayout, param_value, redact, start_run
 from tuner.tune_build import asha, make_tuner, with_data
 
 LATENT_DIMS = (64, 128, 256)
@@ -72,8 +74,7 @@ def run_pretrain_search(request: PretrainRequest) -> PretrainOutcome:
     from ray.tune.search import BasicVariantGenerator
 
     started = time.time()
-    if request.num_samples < 1 or request.cpus_per_trial <= 0 or request.gpus_per_trial < 0:
-        raise ConfigError("--num-samples must be >= 1, --cpus-per-trial > 0 and --gpus-per-trial >= 0.")
+    check_options(vars(request), PRETRAIN_SEARCH_OPTIONS)
     param_space = search_space(request)
     name = experiment_name(request, param_space)
     experiment_dir = storage_path(request) / name
@@ -98,8 +99,8 @@ def run_pretrain_search(request: PretrainRequest) -> PretrainOutcome:
                         search_alg=BasicVariantGenerator(random_state=request.search_seed),
                         num_samples=request.num_samples, trial_name=trial_name, callbacks=[logger],
                         param_space=param_space)
-    print(f"medtune: pretraining search {name!r}: {request.num_samples} trials; Tune results in {experiment_dir}; "
-          f"MLflow {store.tracking_uri} (parent run {parent})", flush=True)
+    say(f"medtune: pretraining search {name!r}: {request.num_samples} trials; Tune results in {experiment_dir}; "
+        f"MLflow {redact(store.tracking_uri)} (parent run {parent})")
     results = runner.fit()
     errored = sum(1 for r in results if r.error is not None)
     if errored == len(results):

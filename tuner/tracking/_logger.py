@@ -11,7 +11,7 @@ from mlflow.tracking import MlflowClient
 from ray import tune
 
 from tuner.tracking._runs import SEARCH_RUNS, RunLayout, TrialRuns
-from tuner.tracking._store import redact
+from tuner.tracking._store import redact, unredact
 
 RECONNECT_S = 30.0
 
@@ -21,29 +21,38 @@ class MlflowTrialLogger(tune.Callback):
     outcome and its checkpoint's final artifact (a search's test scores, a pretraining search's
     reconstructions; see ``RunLayout``). If the tracking server fails, the search is not stopped:
     logging pauses, is retried every ``RECONNECT_S`` seconds, and catches up from the trials' results
-    once the server answers again."""
+    once the server answers again. Each new run records ``dataset`` (a ``dataset_record``) as its
+    dataset input."""
 
     layout: RunLayout = SEARCH_RUNS  # also the layout of a logger pickled before layouts existed (--resume)
+    dataset: dict[str, str] | None = None  # and no dataset input for one pickled before they were logged
 
     def __init__(self, tracking_uri: str, experiment_id: str, parent_run_id: str,
-                 extra_params: Mapping[str, Any], layout: RunLayout = SEARCH_RUNS) -> None:
+                 extra_params: Mapping[str, Any], layout: RunLayout = SEARCH_RUNS,
+                 dataset: Mapping[str, str] | None = None) -> None:
         self.tracking_uri = tracking_uri
         self.experiment_id = experiment_id
         self.parent_run_id = parent_run_id
         self.extra_params = dict(extra_params)
         self.layout = layout
+        self.dataset = dict(dataset) if dataset else None
         self.offline_since: float | None = None
         self._runs: TrialRuns | None = None
 
     def __getstate__(self) -> dict[str, Any]:  # Tune pickles callbacks into its experiment state
-        return {**self.__dict__, "_runs": None, "offline_since": None}
+        # ... on shared storage: never the tracking password (``unredact`` restores it on --resume)
+        return {**self.__dict__, "_runs": None, "offline_since": None, "tracking_uri": redact(self.tracking_uri)}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self.tracking_uri = unredact(self.tracking_uri)
 
     @property
     def runs(self) -> TrialRuns:
         """The trials' runs, with a client opened on first use (not pickled: Tune pickles this logger)."""
         if self._runs is None:
             self._runs = TrialRuns(MlflowClient(self.tracking_uri), self.experiment_id, self.parent_run_id,
-                                   self.extra_params, self.layout)
+                                   self.extra_params, self.layout, self.dataset)
         return self._runs
 
     def _guarded(self, trials: list, action: Callable[[], object]) -> None:

@@ -26,13 +26,19 @@ from tuner.schema import (
     TEST_SCORES_FILE,
     TEST_SCORES_TAG,
     TRIAL_ID_TAG,
+    VAL_SCORES_FILE,
     trial_outcome,
 )
+from tuner.tracking._dataset import dataset_input
 from tuner.tracking._stage import confirm_tags, explore_tags, no_config_tags
 from tuner.tracking._store import open_experiment, param_value
 
+# The parent run's optimization history, one step per finished trial: the best-so-far of each progress
+# key (ranked by the first), and how many trials have finished. A child run counted is tagged so.
+FINISHED_TRIALS_METRIC = "search_finished_trials"
+COUNTED_TAG = "medtune.counted_in_parent"
 _PLACEMENT_TAGS = {"node_id": "medtune.node_id", "cuda_visible_devices": "medtune.cuda_visible_devices",
-                   "stop_reason": "medtune.stop_reason"}
+                   "stop_reason": "medtune.stop_reason", "checkpoint_warning": "medtune.checkpoint_warning"}
 
 
 def trial_run_name(config: Mapping[str, Any]) -> str:
@@ -43,7 +49,9 @@ def trial_run_name(config: Mapping[str, Any]) -> str:
         if weights.startswith("ssl:") else "file"
     lr = config.get("lr", 0)
     fold = f"-f{config.get('fold')}" if config.get("folds") else ""
-    return f"{config.get('backbone')}-{config.get('head')}-{depth}-lr{lr:.0e}-{source}-s{config.get('seed')}{fold}"
+    # A timm backbone's "timm/<model>" must not become a folder level: Tune names trial folders by this.
+    backbone = str(config.get("backbone")).replace("/", "-")
+    return f"{backbone}-{config.get('head')}-{depth}-lr{lr:.0e}-{source}-s{config.get('seed')}{fold}"
 
 
 def search_run_name(trial: Any) -> str:
@@ -56,19 +64,22 @@ class RunLayout:
     """What a trial's child run holds, so the classifier search and the pretraining search share one
     resilient logger: the run's name, extra tags, which reported values are metrics, and the file of
     the trial's checkpoint logged when the trial ends (with the tag that records it was logged), and
-    the tags read from a trial's config (``config_tags``: a classifier trial's stage and configuration).
-    Tune pickles the logger with its layout, so ``run_name`` and ``config_tags`` must be module-level
-    functions (a layout pickled before ``config_tags`` existed reads the class default)."""
+    the tags read from a trial's config (``config_tags``: a classifier trial's stage and configuration),
+    and the keys of a trial's last result whose best-so-far the parent run charts (``progress``, ranked
+    by the first, each as ``search_<key>``; none: the parent charts nothing). Tune pickles the logger
+    with its layout, so ``run_name`` and ``config_tags`` must be module-level functions (a layout
+    pickled before ``config_tags`` or ``progress`` existed reads the class default)."""
 
     run_name: Callable[[Any], str] = search_run_name
     metric_keys: tuple[str, ...] = ("epoch", "lr", "n_params", "n_trainable_params", "stopped_by_patience",
                                     "phase_epoch", "settled_epoch", "n_train_images", "n_val_images",
                                     "diverged")
-    metric_prefixes: tuple[str, ...] = ("train_", "val_", "test_", "gap_", "best_")
+    metric_prefixes: tuple[str, ...] = ("train_", "val_", "test_", "gap_", "best_", "cost_")
     tags: tuple[tuple[str, str], ...] = ()
     config_tags: Callable[[Mapping[str, Any]], dict[str, str]] = no_config_tags
     final_artifact: str = TEST_SCORES_FILE
     final_artifact_tag: str = TEST_SCORES_TAG
+    progress: tuple[str, ...] = ()
     # what to do once the store is back, if live logging could not catch up
     offline_fix: str = "run `medtune sync` with this search's --storage and --experiment to log what is missing"
 
@@ -81,23 +92,28 @@ class RunLayout:
                 and isinstance(value, int | float) and math.isfinite(value)]
 
 
-SEARCH_RUNS = RunLayout(config_tags=explore_tags)  # a search's trials: the exploration stage
+# A search's trials: the exploration stage, whose best-so-far the parent run charts.
+SEARCH_RUNS = RunLayout(config_tags=explore_tags, progress=("best_score", "best_val_auc"))
 # The confirmation stage's replicates, under the search's parent run.
 CONFIRM_RUNS = RunLayout(config_tags=confirm_tags, offline_fix="run `medtune sync` with --experiment "
                          "<search>-confirm (and the search's --storage) to log what is missing")
 
 
 class TrialRuns:
-    """Brings trials' MLflow runs up to date; used live by the callback and afterwards by sync."""
+    """Brings trials' MLflow runs up to date; used live by the callback and afterwards by sync. A new
+    run records ``dataset`` (a ``dataset_record``, when given) as its dataset input."""
 
     def __init__(self, client: MlflowClient, experiment_id: str, parent_run_id: str,
-                 extra_params: Mapping[str, Any], layout: RunLayout = SEARCH_RUNS) -> None:
+                 extra_params: Mapping[str, Any], layout: RunLayout = SEARCH_RUNS,
+                 dataset: Mapping[str, str] | None = None) -> None:
         self.client = client
         self.experiment_id = experiment_id
         self.parent_run_id = parent_run_id
         self.extra_params = dict(extra_params)
         self.layout = layout
+        self.dataset = dict(dataset) if dataset else None
         self._runs: dict[str, str] = {}
+        self._epochs: dict[str, set[int]] = {}  # per trial, the epochs its run holds (read once per run)
 
     def run_id(self, trial: Any) -> str:
         """The trial's child run: found by its trial-id tag, else created with its params."""
@@ -115,16 +131,30 @@ class TrialRuns:
                 MLFLOW_PARENT_RUN_ID: self.parent_run_id, MLFLOW_RUN_NAME: name, TRIAL_ID_TAG: trial.trial_id,
                 "medtune.trial_dir": str(trial.path), **dict(self.layout.tags),
                 **self.layout.config_tags(trial.config)}).info.run_id
+            self._epochs[trial.trial_id] = set()
             params = {**self.extra_params, **trial.config}
             self.client.log_batch(run_id, params=[Param(k, param_value(v)) for k, v in params.items()])
+            if self.dataset:
+                self.client.log_inputs(run_id, [dataset_input(self.dataset)])
         self._runs[trial.trial_id] = run_id
         return run_id
 
     def log_result(self, trial: Any, result: Mapping[str, Any]) -> None:
-        """One epoch's report: its metrics, and where the trial ran."""
+        """One epoch's report: its metrics, the preprocessing the trial applied (``preprocess_*``, which
+        only the trial knows: it comes from the weights), and where the trial ran. An epoch the run
+        already holds is not logged again: a resumed trial re-runs the epochs since its last state
+        checkpoint, with the same numbers (a bit-exact resume), and its run keeps one value per epoch."""
         run_id = self.run_id(trial)
-        self.client.log_batch(run_id, metrics=self.layout.metrics(result, int(time.time() * 1000)))
-        for key, tag in _PLACEMENT_TAGS.items():
+        logged = self._epochs.get(trial.trial_id)
+        if logged is None:
+            logged = {int(m.step) for m in self.client.get_metric_history(run_id, "epoch")}
+            self._epochs[trial.trial_id] = logged
+        if int(result["epoch"]) not in logged:
+            params = [Param(k, str(v)) for k, v in result.items() if k.startswith("preprocess_")]
+            self.client.log_batch(run_id, metrics=self.layout.metrics(result, int(time.time() * 1000)),
+                                  params=params)
+            logged.add(int(result["epoch"]))
+        for key, tag in _PLACEMENT_TAGS.items():  # the newest placement (and any checkpoint warning) either way
             if result.get(key) not in (None, ""):
                 self.client.set_tag(run_id, tag, str(result[key]))
 
@@ -137,6 +167,28 @@ class TrialRuns:
             self.client.set_tag(run_id, "medtune.error", Path(trial.error_file).read_text()[-4000:])
         self._log_final_artifact(run_id, trial)
         self.client.set_terminated(run_id, status="FAILED" if errored else "FINISHED")
+        self._log_progress(run_id, {} if errored else trial.last_result or {})
+
+    def _log_progress(self, run_id: str, result: Mapping[str, Any]) -> None:
+        """The parent run's next step of the optimization history (``RunLayout.progress``): the trials
+        finished so far and the best-so-far values, read back from the parent's own history so that a
+        resumed search or ``medtune sync`` continues it; once per trial (``COUNTED_TAG``)."""
+        if not self.layout.progress or COUNTED_TAG in self.client.get_run(run_id).data.tags:
+            return
+        finished = self.client.get_metric_history(self.parent_run_id, FINISHED_TRIALS_METRIC)
+        step = max((int(m.step) for m in finished), default=0) + 1
+        best = {key: self._last(f"search_{key}") for key in self.layout.progress}
+        rank = self.layout.progress[0]
+        if _finite(result.get(rank)) and (best[rank] is None or result[rank] > best[rank]):
+            best = {key: result.get(key) for key in self.layout.progress}
+        now = int(time.time() * 1000)
+        self.client.log_batch(self.parent_run_id, metrics=[Metric(FINISHED_TRIALS_METRIC, float(step), now, step)] + [
+            Metric(f"search_{key}", float(value), now, step) for key, value in best.items() if _finite(value)])
+        self.client.set_tag(run_id, COUNTED_TAG, str(step))
+
+    def _last(self, key: str) -> float | None:
+        history = self.client.get_metric_history(self.parent_run_id, key)
+        return max(history, key=lambda m: (m.step, m.timestamp)).value if history else None
 
     def catch_up(self, trial: Any) -> int:
         """Log what the trial's Tune results hold and MLflow lacks; returns the epochs added."""
@@ -158,8 +210,15 @@ class TrialRuns:
         with checkpoint.as_directory() as folder:
             artifact = Path(folder) / self.layout.final_artifact
             if artifact.is_file():
+                # the validation scores of the same epoch go beside it: they choose an ensemble's k
+                if (Path(folder) / VAL_SCORES_FILE).is_file():
+                    self.client.log_artifact(run_id, str(Path(folder) / VAL_SCORES_FILE))
                 self.client.log_artifact(run_id, str(artifact))
                 self.client.set_tag(run_id, self.layout.final_artifact_tag, self.layout.final_artifact)
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, int | float) and math.isfinite(value)
 
 
 def read_results(trial_dir: Path) -> list[dict[str, Any]]:
@@ -173,14 +232,15 @@ def read_results(trial_dir: Path) -> list[dict[str, Any]]:
 def sync_experiment(experiment_dir: Path, tracking_uri: str, experiment_name: str, parent_run_id: str,
                     extra_params: Mapping[str, Any]) -> tuple[int, int]:
     """Back-fill MLflow from a search's (or a confirmation stage's) Tune folder; returns (trials, epochs
-    added). Safe to repeat. The folder's ``SEARCH_FILE`` says its stage, hence its runs' layout."""
+    added). Safe to repeat. The folder's ``SEARCH_FILE`` says its stage, hence its runs' layout, and
+    holds the dataset input its new runs record."""
     from ray.tune import ExperimentAnalysis
 
     client, experiment_id = open_experiment(tracking_uri, experiment_name, None)
     search_file = experiment_dir / SEARCH_FILE
-    stage = json.loads(search_file.read_text()).get("stage") if search_file.is_file() else None
+    record = json.loads(search_file.read_text()) if search_file.is_file() else {}
     runs = TrialRuns(client, experiment_id, parent_run_id, extra_params,
-                     CONFIRM_RUNS if stage == CONFIRM else SEARCH_RUNS)
+                     CONFIRM_RUNS if record.get("stage") == CONFIRM else SEARCH_RUNS, record.get("dataset_input"))
     trials = ExperimentAnalysis(str(experiment_dir)).trials
     added = sum(runs.catch_up(trial) for trial in trials)
     if all(t.status in ("TERMINATED", "ERROR") for t in trials):

@@ -21,9 +21,15 @@ from mlflow.tracking import MlflowClient
 
 from tuner import __version__
 from tuner.errors import ConfigError
+from tuner.options import check_tracking_uri
 from tuner.schema import ROLE_TAG
 
 TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"
+# What the MLflow 3 UI reads to choose an experiment's page: "custom_model_development" opens on its runs
+# (model training), where an untagged experiment may open on the GenAI overview (traces, token usage).
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
+LOCAL_UI = "http://127.0.0.1:5000"  # where `mlflow ui` serves by default
 
 
 def default_tracking_uri(storage: Path) -> str:
@@ -32,10 +38,29 @@ def default_tracking_uri(storage: Path) -> str:
 
 
 def resolve_tracking_uri(given: str | None, storage: Path) -> str:
-    """``--tracking-uri``, else ``$MLFLOW_TRACKING_URI``, else SQLite in ``storage``; and MLflow's
-    HTTP retries bounded, since every command that resolves a store is about to talk to it."""
+    """``--tracking-uri``, else ``$MLFLOW_TRACKING_URI``, else SQLite in ``storage``, its scheme checked;
+    and MLflow's HTTP retries bounded, since every command that resolves a store is about to talk to it."""
     limit_mlflow_retries()
-    return given or os.environ.get(TRACKING_URI_ENV) or default_tracking_uri(storage)
+    uri = given or os.environ.get(TRACKING_URI_ENV) or default_tracking_uri(storage)
+    check_tracking_uri(uri)
+    _CREDENTIALS[redact(uri)] = uri
+    if urllib.parse.urlsplit(uri).password is not None:  # MLflow's own "View run at <uri>" would print it
+        os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
+    return uri
+
+
+_CREDENTIALS: dict[str, str] = {}  # redacted URI -> the URI as given, in this process only
+
+
+def unredact(uri: str) -> str:
+    """A redacted URI (what is pickled into Tune's folder) with the password this process was given
+    for it; without one, its user info dropped, so that MLflow reads $MLFLOW_TRACKING_USERNAME / _PASSWORD."""
+    if uri in _CREDENTIALS:
+        return _CREDENTIALS[uri]
+    parts = urllib.parse.urlsplit(uri)
+    if parts.password != "***":
+        return uri
+    return urllib.parse.urlunsplit(parts._replace(netloc=parts.hostname + (f":{parts.port}" if parts.port else "")))
 
 
 def limit_mlflow_retries() -> None:
@@ -74,19 +99,35 @@ def check_reachable(tracking_uri: str, timeout_s: float = 5.0) -> None:
 
 
 def open_experiment(tracking_uri: str, name: str, artifact_location: Path | None) -> tuple[MlflowClient, str]:
-    """The MLflow experiment ``name`` (created if new); fails early if the store cannot be reached."""
+    """The MLflow experiment ``name`` (created if new, tagged to open on its runs in the UI:
+    ``EXPERIMENT_KIND_TAG``); fails early if the store cannot be reached."""
     check_reachable(tracking_uri)
     client = MlflowClient(tracking_uri)
     try:
         experiment = client.get_experiment_by_name(name)
         if experiment is not None:
+            if EXPERIMENT_KIND_TAG not in experiment.tags:  # one made before medtune tagged them
+                client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
             return client, experiment.experiment_id
         location = artifact_location.as_uri() if artifact_location is not None else None
-        return client, client.create_experiment(name, artifact_location=location)
+        return client, client.create_experiment(name, artifact_location=location,
+                                                tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
     except Exception as error:  # mlflow raises many types for an unreachable store
         raise ConfigError(f"cannot reach the MLflow tracking store {redact(tracking_uri)!r} "
                           f"({type(error).__name__}: {str(error)[:300]}). Start the server or fix "
                           "--tracking-uri / $MLFLOW_TRACKING_URI.") from error
+
+
+def runs_page(tracking_uri: str, experiment_id: str) -> tuple[str, str | None]:
+    """Where a person sees an experiment's runs: the URL of its runs page, and the command that serves it
+    first (None for a tracking server, which already does): ``<server>/#/experiments/<id>/runs``, or for
+    a local store ``mlflow ui`` on it and ``http://127.0.0.1:5000/#/experiments/<id>/runs``. MLflow 3.17's
+    UI ignores the experiment-kind tag when it picks a workflow (it reads the URL, then the browser's last
+    choice, and defaults to GenAI), so the URL names the machine-learning workflow itself."""
+    page = f"#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+    if tracking_uri.startswith(("http://", "https://")):
+        return f"{redact(tracking_uri).rstrip('/')}/{page}", None
+    return f"{LOCAL_UI}/{page}", f"mlflow ui --backend-store-uri {redact(tracking_uri)} --port 5000"
 
 
 @dataclass(frozen=True)

@@ -23,8 +23,11 @@ Same results as recomputing, bit for bit on CPU:
   rebuilt (deterministically) after a resume.
 
 The stored outputs are dropped when the trainable groups change (``lp_ft``'s fine-tuning phase,
-gradual unfreezing). They are not used when they would exceed ``MEDTUNE_FEATURE_CACHE_MAX_GB`` (2 GiB by
-default), and ``MEDTUNE_FEATURE_CACHE=0`` turns them off.
+gradual unfreezing). Given a ``FeatureStore`` (``tuner.training.feature_store``: a search's trials),
+the outputs are looked up there by a key of everything they depend on, and computed only on a miss,
+so the trials of a search that share a frozen prefix compute it once between them. They are not
+used when they would exceed ``MEDTUNE_FEATURE_CACHE_MAX_GB`` (2 GiB by default), and
+``MEDTUNE_FEATURE_CACHE=0`` turns them off.
 """
 
 from __future__ import annotations
@@ -35,9 +38,17 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, default_collate
+from torch.utils.data import DataLoader, Dataset, RandomSampler, default_collate
 
 from tuner.models.classifier import Classifier
+from tuner.training.feature_store import (
+    FeatureKey,
+    FeatureStore,
+    Outputs,
+    inputs_digest,
+    prefix_digest,
+    runtime_fingerprint,
+)
 from tuner.training.loop import Precision
 from tuner.training.trunk_split import split_trunk
 
@@ -111,11 +122,12 @@ def _whole_batch(batch):
 class EpochPlanner:
     """Per trial: ``plan()`` gives the current epoch's plan for the classifier's trainable groups,
     reusing the last one while they stay the same. ``builds`` counts how often frozen outputs were
-    computed and ``refused`` says why the last plan runs on images (for tests and benchmarks)."""
+    computed, ``loads`` how often they were read from ``store``, and ``refused`` says why the last
+    plan runs on images (for tests and benchmarks)."""
 
     def __init__(self, model: Classifier, loaders: tuple[DataLoader, DataLoader, DataLoader], *,
                  precision: Precision, device: torch.device, max_bytes: int | None = None,
-                 enabled: bool | None = None) -> None:
+                 enabled: bool | None = None, store: FeatureStore | None = None) -> None:
         self.model = model
         self.loaders = loaders
         self.precision = precision
@@ -124,7 +136,9 @@ class EpochPlanner:
         self.enabled = cache_enabled() if enabled is None else enabled
         self._key: frozenset[int] | None = None
         self._plan: EpochPlan | None = None
+        self.store = store
         self.builds = 0
+        self.loads = 0
         self.refused: str | None = None
 
     def plan(self) -> EpochPlan:
@@ -157,13 +171,20 @@ class EpochPlanner:
                 self.refused = (f"the frozen outputs would take {total / 2**30:.2f} GiB "
                                 f"(limit {self.max_bytes / 2**30:.2f})")
                 return None
-            stores = [self._compute(split.prefix, loader.dataset, size, batches) for loader, (size, batches) in
-                      zip(loaders, batchings, strict=True)]
+            def compute() -> Outputs:
+                self.builds += 1
+                return [self._compute(split.prefix, loader.dataset, batches)
+                        for loader, (_, batches) in zip(loaders, batchings, strict=True)]
+
+            outputs = compute() if self.store is None else self._fetch(split.prefix, batchings, compute)
+            stores = [StoredSplit(out, labels, size, self._recompute(split.prefix, loader.dataset))
+                      for (out, labels), loader, (size, _) in zip(outputs, loaders, batchings, strict=True)]
         finally:
             model.train(was_training)
-        self.builds += 1
         pin = self.device.type == "cuda"
-        train = DataLoader(stores[0], batch_size=train_loader.batch_size, shuffle=True,
+        # the image loader's own sampler where it has one (sampler=balanced): the same draws, from the same generator
+        sampler = None if isinstance(train_loader.sampler, RandomSampler) else train_loader.sampler
+        train = DataLoader(stores[0], batch_size=train_loader.batch_size, shuffle=sampler is None, sampler=sampler,
                            generator=train_loader.generator, drop_last=train_loader.drop_last,
                            collate_fn=_whole_batch, pin_memory=pin)
         val, test = (DataLoader(store, batch_size=loader.batch_size, collate_fn=_whole_batch, pin_memory=pin)
@@ -193,14 +214,35 @@ class EpochPlanner:
             out = prefix(image.unsqueeze(0).to(self.device))
         return out.numel() * out.element_size()
 
-    def _compute(self, prefix: nn.Module, dataset: Dataset, batch_size: int | None,
-                 batches: list[list[int]]) -> StoredSplit:
-        """Every sample's prefix output, computed in ``batches``."""
+    def _fetch(self, prefix: nn.Module, batchings: list[tuple[int | None, list[list[int]]]],
+               compute: Callable[[], Outputs]) -> Outputs:
+        """The outputs from the store, keyed by the prefix, its exact inputs, the batching and the runtime."""
+        datasets = [loader.dataset for loader in self.loaders]
+        inputs = inputs_digest(default_collate([dataset[i] for i in indices])
+                               for dataset in datasets for indices in _batches_of(len(dataset), 256))
+        batching = tuple((len(dataset), size or loader.batch_size)
+                         for dataset, loader, (size, _) in zip(datasets, self.loaders, batchings, strict=True))
+        precision = f"autocast {self.precision.enabled} {self.precision.dtype}"
+        key = FeatureKey(prefix_digest(prefix), inputs, batching, runtime_fingerprint(self.device, precision))
+        hits = self.store.hits
+        outputs = self.store.fetch(key, compute)
+        self.loads += self.store.hits - hits
+        return outputs
+
+    def _recompute(self, prefix: nn.Module,
+                   dataset: Dataset) -> Callable[[list[int]], tuple[torch.Tensor, torch.Tensor]]:
+        """The prefix's outputs for some samples of ``dataset``, computed as one batch."""
         def recompute(indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
             images, labels = default_collate([dataset[i] for i in indices])
             with torch.no_grad(), self.precision.autocast():
                 return prefix(images.to(self.device)).detach().cpu(), labels
 
+        return recompute
+
+    def _compute(self, prefix: nn.Module, dataset: Dataset,
+                 batches: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every sample's prefix output (and label), computed in ``batches``."""
+        recompute = self._recompute(prefix, dataset)
         outputs = labels = None
         for indices in batches:
             batch_outputs, batch_labels = recompute(indices)
@@ -210,7 +252,7 @@ class EpochPlanner:
             index = torch.as_tensor(indices)
             outputs[index] = batch_outputs
             labels[index] = batch_labels
-        return StoredSplit(outputs, labels, batch_size, recompute)
+        return outputs, labels
 
 
 def _chunks(n: int, size: int) -> list[list[int]]:
@@ -225,5 +267,8 @@ def _chunks(n: int, size: int) -> list[list[int]]:
 
 def _batches(loader: DataLoader) -> list[list[int]]:
     """The evaluation loader's own batches, in order (it does not shuffle)."""
-    n, batch = len(loader.dataset), loader.batch_size
+    return _batches_of(len(loader.dataset), loader.batch_size)
+
+
+def _batches_of(n: int, batch: int) -> list[list[int]]:
     return [list(range(s, min(s + batch, n))) for s in range(0, n, batch)]

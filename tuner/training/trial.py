@@ -24,20 +24,19 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
 
 from tuner.config import make_trial_config
-from tuner.data import DatasetSplits, ImageDataset, build_transform, fold_splits
-from tuner.data.transforms import ImageTransform
+from tuner.data import DatasetSplits, fold_splits
 from tuner.errors import ConfigError
 from tuner.models import HEADS, build_classifier
 from tuner.models.weights import preprocessing_for
-from tuner.spec import Preprocessing
 from tuner.strategies import build_strategy, trunk_distances
-from tuner.training.checkpoint import Progress, load_checkpoint, save_checkpoint
+from tuner.training.checkpoint import CheckpointClock, Progress, read_checkpoint, save_checkpoint
 from tuner.training.epoch_plan import EpochPlanner
+from tuner.training.feature_store import FeatureStore
+from tuner.training.inputs import applied_preprocessing, build_loaders, check_sampler_for_data, preprocessing_params
 from tuner.training.loop import Evaluation, Precision, evaluate, train_one_epoch
-from tuner.training.losses import build_loss
+from tuner.training.losses import build_loss, check_class_weights, class_counts
 from tuner.training.metrics import classification_metrics
 from tuner.training.optimizers import build_optimizer
 from tuner.training.rgn import rgn_scales
@@ -65,16 +64,21 @@ def run_trial(config: dict[str, Any], data: DatasetSplits, session: TrialSession
     preprocessing = preprocessing_for(model.spec, config["weights"])
     loaders = build_loaders(data, config, preprocessing, loader_generator, device)
     optimizer = build_optimizer(model, config, per_tensor=strategy.per_tensor_learning_rates)
-    loss_fn = build_loss(data.task, config)
+    loss_fn = build_loss(data.task, config, None if data.task == "multilabel" else
+                         class_counts(data.train.labels, data.num_classes)).to(device)  # class weights: on the device
+    preprocess = preprocessing_params(*applied_preprocessing(config, preprocessing))  # reported: logged as params
     precision = Precision(device, config["amp"])
-    planner = EpochPlanner(model, loaders, precision=precision, device=device)
+    planner = EpochPlanner(model, loaders, precision=precision, device=device,
+                           store=FeatureStore.for_trial(session.feature_cache_dir()))
 
     # No copy of the starting weights as "best": epoch 1 always becomes the best epoch (best_epoch == 0).
-    progress, best_model, test_scores = Progress(), {}, None
-    with session.latest_checkpoint() as resume_from:
-        if resume_from is not None:
-            progress, best_model, test_scores = load_checkpoint(resume_from, model=model, optimizer=optimizer,
-                                                                loader_generator=loader_generator)
+    progress, best_model, test_scores, val_scores = Progress(), {}, None, None
+    saved = session.restore(read_checkpoint)  # the newest readable state checkpoint, if any
+    if saved is not None:
+        saved.apply(model=model, optimizer=optimizer, loader_generator=loader_generator)
+        progress, best_model, test_scores, val_scores = saved.progress, saved.best_model, saved.test_scores, \
+            saved.val_scores
+    clock = CheckpointClock(session.policy)  # which epochs write their state (tuner.training.checkpoint)
 
     result: dict[str, Any] = {}
     for epoch in range(progress.epoch + 1, config["epochs"] + 1):
@@ -88,7 +92,7 @@ def run_trial(config: dict[str, Any], data: DatasetSplits, session: TrialSession
             optimizer = build_optimizer(model, {**config, "lr": phase.lr},
                                         per_tensor=strategy.per_tensor_learning_rates)
         lr = phase.learning_rate(epoch)
-        scales = (rgn_scales(model, ImageDataset(data.train, _eval_transform(config, preprocessing)), loss_fn,
+        scales = (rgn_scales(model, loaders[0].dataset, loss_fn,
                              batch_size=config["batch_size"], batches=strategy.rgn_batches, seed=config["seed"],
                              epoch=epoch, device=device, precision=precision)
                   if strategy.per_tensor_learning_rates else None)
@@ -107,6 +111,7 @@ def run_trial(config: dict[str, Any], data: DatasetSplits, session: TrialSession
             test = evaluate(plan.model, plan.test, loss_fn, device, precision, data.task)
             progress.test_metrics = _prefixed("test", test, data)
             test_scores = scores_frame(test.labels, test.probs)
+            val_scores = scores_frame(val.labels, val.probs)
         # Epochs without improvement, counted from the epoch the strategy settled (never during probing).
         patience_over = (config["patience"] is not None and epoch >= settled
                          and epoch - max(progress.best_epoch, settled - 1) >= config["patience"])
@@ -122,12 +127,18 @@ def run_trial(config: dict[str, Any], data: DatasetSplits, session: TrialSession
             "settled_epoch": settled, "phase_epoch": max(0, epoch - settled + 1),
             **({f"train_{k}": v for k, v in trunk_distances(model, start_weights).items()}
                if strategy.pulls_to_start else {}),
-            "stopped_by_patience": int(patience_over),
+            "stopped_by_patience": int(patience_over), **preprocess,
         }
-        with tempfile.TemporaryDirectory(prefix="medtune-ckpt-") as folder:
-            save_checkpoint(Path(folder), model=model, optimizer=optimizer, loader_generator=loader_generator,
-                            progress=progress, best_model=best_model, test_scores=test_scores)
-            session.report(result, Path(folder))
+        kind = clock.kind(epoch, last=patience_over or epoch == config["epochs"],
+                          best_changed=progress.best_epoch == epoch)
+        if kind is None:
+            session.report(result, None)
+        else:
+            with tempfile.TemporaryDirectory(prefix="medtune-ckpt-") as folder:
+                save_checkpoint(Path(folder), kind=kind, model=model, optimizer=optimizer,
+                                loader_generator=loader_generator, progress=progress, best_model=best_model,
+                                test_scores=test_scores, val_scores=val_scores)
+                session.report(result, Path(folder))
         if patience_over:
             break
     return result
@@ -138,6 +149,8 @@ def check_config_for_data(config: dict[str, Any], data: DatasetSplits) -> None:
     if config["focal_alpha"] is not None and data.task == "multiclass":
         raise ConfigError(f"focal_alpha weighs a positive class against a negative one; {data.name!r} is a "
                           f"{data.num_classes}-class task. Drop focal_alpha (gamma alone still focuses the loss).")
+    check_class_weights(data.task, config)
+    check_sampler_for_data(config, data)
 
 
 def set_learning_rates(optimizer: torch.optim.Optimizer, lr: float, scales: list[float] | None) -> None:
@@ -172,25 +185,3 @@ def _seed_everything(seed: int) -> None:
 
 def _cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().clone() for k, v in copy.copy(model.state_dict()).items()}
-
-
-def _eval_transform(config: dict[str, Any], preprocessing: Preprocessing) -> ImageTransform:
-    return build_transform(config["image_size"], augment=False, resize_size=config["resize_size"],
-                           preprocessing=preprocessing)
-
-
-def build_loaders(data: DatasetSplits, config: dict[str, Any], preprocessing: Preprocessing, generator: torch.Generator,
-             device: torch.device) -> tuple[DataLoader, DataLoader, DataLoader]:
-    """Train, validation and test loaders. The training loader shuffles with its own seeded generator
-    (saved in checkpoints) and drops a last batch of one, which BatchNorm cannot normalise."""
-    batch = config["batch_size"]
-    train_set = ImageDataset(data.train, build_transform(config["image_size"], augment=config["augment"],
-                                                         resize_size=config["resize_size"],
-                                                         preprocessing=preprocessing))
-    pin = device.type == "cuda"
-    train_loader = DataLoader(train_set, batch_size=batch, shuffle=True, generator=generator, pin_memory=pin,
-                              drop_last=len(train_set) % batch == 1)
-    eval_transform = _eval_transform(config, preprocessing)
-    val_loader, test_loader = (DataLoader(ImageDataset(split, eval_transform), batch_size=max(batch, 128),
-                                          pin_memory=pin) for split in (data.val, data.test))
-    return train_loader, val_loader, test_loader

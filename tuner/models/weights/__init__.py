@@ -37,6 +37,7 @@ from tuner.models.weights._source import (
 from tuner.models.weights._state_dict import (
     describe_mismatch,
     imported_preprocessing,
+    load_error_text,
     load_into_trunk,
     load_state_into_trunk,
     metadata_path,
@@ -47,6 +48,7 @@ from tuner.models.weights._timm import TimmPretrained
 
 __all__ = ["STATE_DICT_SUFFIXES", "WEIGHTS_DIR_ENV", "WEIGHT_SOURCES", "NoWeights", "RadImageNet", "StateDictFile",
            "TimmPretrained", "TorchvisionImagenet", "WeightSource", "check_weights", "describe_mismatch",
-           "find_weight_source", "imagenet_file", "imported_preprocessing", "load_into_trunk", "load_state_into_trunk",
+           "find_weight_source", "imagenet_file", "imported_preprocessing", "load_error_text", "load_into_trunk",
+           "load_state_into_trunk",
            "load_trunk_weights", "metadata_path", "preprocessing_for", "read_state_file", "register_weight_source",
            "remap_keys", "torchvision_preprocessing", "weight_forms", "weights_dir", "weights_file"]

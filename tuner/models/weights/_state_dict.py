@@ -8,6 +8,7 @@ that silently left part of the trunk random would invalidate a whole study.
 from __future__ import annotations
 
 import json
+import pickle
 from pathlib import Path
 
 import torch
@@ -84,14 +85,25 @@ def read_state_file(path: Path) -> dict[str, torch.Tensor]:
         state = load_safetensors(path) if path.suffix == ".safetensors" else torch.load(
             path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch and safetensors raise many types for a bad file
-        raise ConfigError(f"cannot load weights file {path} ({type(error).__name__}: {error}). It must be a "
-                          "PyTorch state dict saved with torch.save, or a safetensors file.") from error
+        raise ConfigError(f"cannot load weights file {path} ({load_error_text(error)}). It must be a PyTorch "
+                          "state dict saved with torch.save, or a safetensors file.") from error
     for key in ("state_dict", "model"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ConfigError(f"weights file {path} does not hold a state dict (name -> tensor).")
     return {k.removeprefix("module."): v for k, v in state.items()}
+
+
+def load_error_text(error: Exception) -> str:
+    """Why a file could not be loaded, in one line: for a pickle that asks for code (which
+    ``weights_only=True`` refused to run), the global it asked for; else the error's first line.
+    torch's own text is paragraphs long, and suggests ``weights_only=False``, which medtune never uses."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    if isinstance(error, pickle.UnpicklingError):
+        asked = next((line for line in lines if "GLOBAL" in line), "it holds objects other than tensors")
+        return f"it holds pickled code, which is never run: {asked.split('. ')[0][:200]}"
+    return f"{type(error).__name__}: {(lines[0] if lines else '')[:200]}"
 
 
 def metadata_path(weights_path: Path) -> Path:
