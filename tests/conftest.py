@@ -4,11 +4,28 @@ is unset, the tests point it at ../shared/data/medmnist (where this project's ma
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+@contextmanager
+def ray_never_started() -> Iterator[None]:
+    """Fail if the code inside starts Ray. ``ray.is_initialized()`` cannot tell: an earlier test's
+    session-wide Ray (``ray_local``) may already be up, so ``ray.init`` itself is watched."""
+    import ray
+
+    original, calls = ray.init, []
+    ray.init = lambda *args, **kwargs: calls.append(args) or original(*args, **kwargs)
+    try:
+        yield
+    finally:
+        ray.init = original
+    assert calls == [], "Ray was started"
 os.environ.setdefault("MEDTUNE_DATA_ROOT", str(REPO.parent / "shared" / "data" / "medmnist"))
 # No test downloads a data set: a missing MedMNIST file is refused, not fetched (test_data_download.py
 # turns this off for its own server on 127.0.0.1).

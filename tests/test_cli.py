@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import REPO, ray_never_started
 from tuner.cli import main
 
 
@@ -24,12 +24,10 @@ from tuner.cli import main
     (["--space", "quick", "--dataset", "breastmnist", "--set", "lerning_rate=0.1"], "unknown parameter 'lerning_rate'"),
 ])
 def test_bad_input_exits_2_before_ray_starts(args, message, capsys):
-    import ray
-
-    assert main(["tune", *args, "--storage", "/nonexistent/never-created"]) == 2
+    with ray_never_started():
+        assert main(["tune", *args, "--storage", "/nonexistent/never-created"]) == 2
     err = capsys.readouterr().err
     assert message in err and err.startswith("medtune: error:")
-    assert not ray.is_initialized()
 
 
 def test_missing_dataset_and_one_class_split_are_refused(tmp_path, capsys, breastmnist):
@@ -58,12 +56,10 @@ def test_module_entry_point_prints_no_traceback():
 
 
 def test_train_runs_one_trial_without_ray(small_npz, tmp_path, capsys):
-    import ray
-
-    code = main(["train", "--space", "quick", "--dataset", str(small_npz), "--set", "epochs=1", "--set", "head=conv",
-                 "--set", "kernel_size=5", "--out", str(tmp_path)])
+    with ray_never_started():
+        code = main(["train", "--space", "quick", "--dataset", str(small_npz), "--set", "epochs=1", "--set",
+                     "head=conv", "--set", "kernel_size=5", "--out", str(tmp_path)])
     assert code == 0
     out = capsys.readouterr().out
     assert '"kernel_size": 5' in out and '"epoch": 1' in out
     assert (tmp_path / "checkpoint" / "test_scores.csv").is_file()
-    assert not ray.is_initialized()

@@ -14,6 +14,7 @@ import torch
 from PIL import Image
 from torch import nn
 
+from tests.conftest import ray_never_started
 from tuner.errors import ConfigError
 from tuner.models import get_backbone
 from tuner.search import SearchRequest, prepare, run_search
@@ -47,12 +48,9 @@ def _request(small_npz, weights: str, storage) -> SearchRequest:
 
 def _refused(request: SearchRequest, match: str) -> str:
     """``run_search`` refuses ``request`` with a one-line ConfigError, before Ray starts."""
-    import ray
-
-    with pytest.raises(ConfigError, match=match) as refused:
+    with ray_never_started(), pytest.raises(ConfigError, match=match) as refused:
         run_search(request)
     assert "\n" not in str(refused.value)
-    assert not ray.is_initialized()
     return str(refused.value)
 
 

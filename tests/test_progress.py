@@ -152,3 +152,21 @@ def test_the_command_lines_at_each_level(small_npz, tmp_path):
     assert quiet[0] == "medtune: 3 trials: 3 completed, 0 stopped early by ASHA, 0 errored."
     assert not [line for line in quiet if line.startswith(("medtune: trial", "medtune: search", "medtune: ["))]
     assert len(quiet) <= len(summary)
+
+
+def test_steps_of_a_long_task_are_thinned_in_a_pipe(tmp_path, capsys, monkeypatch):
+    """In a pipe (not a TTY) a transient step line is kept only after a quiet spell, so a report's fifteen
+    sections give a line now and then, not fifteen; lines that are not transient always stay."""
+    from tuner import terminal as terminal_module
+
+    quiet = terminal_module.PIPED_TRANSIENT_EVERY_S
+    clock = iter([1000.0, 1001.0, 1002.0, 1002.0 + quiet + 1, 1002.0 + quiet + 5])
+    monkeypatch.setattr(terminal_module.time, "monotonic", lambda: next(clock))
+    monkeypatch.setattr(terminal_module, "_last_line_at", 0.0)
+    with terminal("default", tmp_path):
+        say("step 1", transient=True)   # the first after a quiet spell: kept
+        say("step 2", transient=True)   # a second later: left out
+        say("done")                     # not transient: kept
+        say("step 3", transient=True)   # after a quiet spell again: kept
+        say("step 4", transient=True)   # 4 s later: left out
+    assert capsys.readouterr().out.splitlines() == ["step 1", "done", "step 3"]

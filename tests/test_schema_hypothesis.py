@@ -19,7 +19,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import REPO
+from tests.conftest import REPO, ray_never_started
 from tuner.cli import main, pins_from_pairs
 from tuner.config import COMPONENTS, TRIAL_PARAMS, make_trial_config, trial_params
 from tuner.errors import ConfigError
@@ -289,13 +289,11 @@ def _command_line_invalid(param: Param, how: str = "option") -> st.SearchStrateg
 def _assert_refused(argv: list[str], *keys: str) -> None:
     """Exit status 2, one line on stderr naming the key (as the user typed it, or its config name),
     and no Ray."""
-    import ray
-
-    code, err = _cli(argv)
+    with ray_never_started():
+        code, err = _cli(argv)
     lines = err.strip().splitlines()
     assert code == 2, (argv, err)
     assert len(lines) == 1 and any(key in lines[0] for key in keys) and "Traceback" not in err, (argv, err)
-    assert not ray.is_initialized()
 
 
 # No data there: a value wrongly let through fails at loading, seconds later, instead of starting a search.

@@ -20,6 +20,7 @@ import argparse
 import logging
 import os
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -35,6 +36,10 @@ LIBRARY_LOGGERS = ("ray", "ray.data", "ray.tune", "ray.train", "mlflow", "optuna
 _level = DEFAULT
 _log_file: logging.Handler | None = None
 _transient = False  # the last line said is on a TTY without its newline, to be rewritten
+_last_line_at = 0.0  # when the last line was written (monotonic seconds)
+# In a file or a pipe a transient line is kept only after this many quiet seconds: a log then shows that
+# a long step is still running without a line per step.
+PIPED_TRANSIENT_EVERY_S = 30.0
 
 
 def add_verbosity_arguments(parser: argparse.ArgumentParser) -> None:
@@ -54,10 +59,14 @@ def level() -> str:
 def say(text: str, transient: bool = False) -> None:
     """A line for the person at the terminal (what runs, where results go), left out by ``--quiet``.
     A ``transient`` one (a step of many, e.g. a report's sections) is rewritten in place by the next
-    line on a TTY; in a file or a pipe every line stays."""
-    global _transient
+    line on a TTY; in a file or a pipe it is written only after ``PIPED_TRANSIENT_EVERY_S`` quiet seconds."""
+    global _transient, _last_line_at
     if _level == QUIET:
         return
+    now = time.monotonic()
+    if transient and not sys.stdout.isatty() and now - _last_line_at < PIPED_TRANSIENT_EVERY_S:
+        return
+    _last_line_at = now
     clear = "\r\033[K" if _transient else ""
     _transient = transient and sys.stdout.isatty()
     sys.stdout.write(clear + text + ("" if _transient else "\n"))
