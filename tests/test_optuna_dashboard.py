@@ -110,7 +110,7 @@ def test_the_report_draws_optunas_plots_from_the_studies(fake_search):
     assert empty.status == "not applicable"
 
 
-@pytest.mark.slow
+@pytest.mark.long
 def test_a_real_search_opens_in_optuna_dashboard_and_its_report(ray_local, small_npz, tmp_path):
     """A real ``medtune tune`` (resnet18 at 28 px, 3 epochs, ASHA) opened by optuna-dashboard: one study
     per arm, each trial's state and per-epoch val_auc as Tune recorded them; the report has the plots."""

@@ -132,7 +132,7 @@ def _medtune(tmp_path: Path, small_npz: Path, name: str, samples: int, *flags: s
     return (done.stdout + done.stderr).splitlines()
 
 
-@pytest.mark.slow
+@pytest.mark.long
 def test_the_command_lines_at_each_level(small_npz, tmp_path):
     """``medtune tune`` in a subprocess (its own Ray, stdout a pipe): a few lines by default, one per
     trial; Tune's tables with --verbose; the summary only with --quiet."""
