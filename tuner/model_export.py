@@ -34,7 +34,7 @@ from tuner.data import DatasetSplits
 from tuner.ensemble_model import EnsembleModel, export_ensemble, load_ensemble
 from tuner.schema import COMPLETED, trial_outcome
 from tuner.search_summary import SearchOutcome
-from tuner.tracking import TRACKING_URI_ENV, trial_config_id
+from tuner.tracking import TRACKING_URI_ENV, redact, trial_config_id
 
 BEST_MODEL_NAME = "best_model"  # the search's best trial, on the parent run
 CONFIRMED_MODEL_NAME = "confirmed_model"  # the confirmation stage's answer, on the same parent run
@@ -99,7 +99,8 @@ def _logged(tracking_uri: str, run_id: str, trial_dir: Path, data: DatasetSplits
     try:
         return log_trial_model(tracking_uri, run_id, trial_dir, data, trial_id=trial_id, name=name, register=register)
     except Exception as error:  # mlflow raises many types for a store that fails
-        print(f"medtune: could not log the model {name!r} to MLflow ({type(error).__name__}: {str(error)[:300]}).",
+        reason = str(error).replace(tracking_uri, redact(tracking_uri))[:300]  # the URI may hold a password
+        print(f"medtune: could not log the model {name!r} to MLflow ({type(error).__name__}: {reason}).",
               file=sys.stderr, flush=True)
         return None
 
