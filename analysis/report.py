@@ -93,6 +93,7 @@ def _run(report: Report, unit: SectionUnit, ctx: ReportContext) -> None:
     """One section, contained: a problem of the user's input or a crash costs only this section."""
     title = unit.title + (" (exploratory)" if unit.exploratory(ctx) else "")
     section = report.section(title, unit.question(ctx), unit.basis_words(ctx))
+    known = len(ctx.loaded.notes)  # a score file that cannot be read is noted when a section first reads it
     try:
         unit.build(report, section, ctx)
     except UserInputError as error:
@@ -106,6 +107,8 @@ def _run(report: Report, unit: SectionUnit, ctx: ReportContext) -> None:
         report.problems.append(f"{unit.title}: {type(error).__name__}: {error} (traceback in errors.log)")
         with open(report.folder / "errors.log", "a") as log:
             log.write(f"--- {unit.title}\n{traceback.format_exc()}\n")
+    for note in ctx.loaded.notes[known:]:  # noted after the overview was written: shown in the section that read it
+        section.note(note)
     if not section.blocks:
         section.status = "not applicable"
         section.note("Nothing to show.")

@@ -14,7 +14,7 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from analysis.loading import load_search
-from analysis.report import AnalysisOptions, build_report
+from analysis.report import AnalysisOptions, analyze, build_report
 from tests.test_analysis_units import write_trial
 from tuner.schema import CONFIRM, SEARCH_FILE, confirm_experiment
 
@@ -181,6 +181,9 @@ def test_exploratory_analyses_leave_stopped_trials_out_and_say_so(tmp_path):
     # the stopped trials scored low: pooling them moves the estimates, which the table shows
     by = sensitivity.set_index(["variant", "term"])["estimate"]
     assert by[("complete budgets only", "Intercept")] != pytest.approx(by[("pooled with stopped trials", "Intercept")])
+    model = pd.read_csv(tmp_path / "out" / "mixed_model.csv")  # complete budgets only is the exploratory model
+    complete = sensitivity[sensitivity["variant"] == "complete budgets only"]
+    assert np.allclose(complete["estimate"], model["estimate"])
     text = (tmp_path / "out" / "report.md").read_text()
     assert "There are no confirmation runs, so every section is exploratory" in text
 
@@ -210,3 +213,18 @@ def test_an_incomplete_confirmation_run_is_left_out_and_its_replicate_set_flagge
     assert mixed.basis.startswith("confirmatory: 14 confirmation runs of 3 configuration(s) at full budget")
     boot = pd.read_csv(tmp_path / "out" / "bootstrap_seeds_cases.csv").set_index("level")
     assert boot.loc["conv", "replicates_a"] == 4
+
+
+def test_a_score_file_that_cannot_be_read_is_noted_in_the_section_that_read_it(tmp_path):
+    rng = np.random.default_rng(7)
+    _folder(tmp_path, "lost", _search(rng))
+    loaded = load_search("lost", storage=tmp_path, source="tune")
+    complete = loaded.frame[loaded.frame["outcome"] == "completed"]
+    best = complete.loc[complete["best_val_auc"].idxmax()]
+    Path(best["test_scores"]).unlink()  # gone after loading: only a section's read finds out
+    (tmp_path / "out").mkdir()
+    report = analyze(loaded, tmp_path / "out", AnalysisOptions(formula="test_auc ~ C(head)", refits=0))
+    delong = next(s for s in report.sections if s.title.startswith("DeLong"))
+    words = f"Test scores of trial {best['run_name']} could not be read"
+    assert any(b.kind == "note" and words in b.text for b in delong.blocks)
+    assert words in (tmp_path / "out" / "report.md").read_text()

@@ -48,8 +48,10 @@ def build(report: Report, section: Section, ctx: ReportContext) -> None:
         return
     section.text(
         "Each ensemble averages its members' class probabilities case by case, each member at its best-validation "
-        f"epoch. *top_k*: the k best search trials by `{built[0].select}`, k from 1 to {DEFAULT_MAX_K} chosen by the "
-        "validation AUC of the ensemble of their validation scores (the smallest k on a tie). *seeds*: the completed "
+        f"epoch. *top_k*: the k best search trials by `{built[0].select}` (trials that ASHA or patience stopped "
+        "included, each ranked by its best validation score at the budget it reached), k from 1 to "
+        f"{DEFAULT_MAX_K} chosen by the validation AUC of the ensemble of their validation scores (the smallest k on "
+        "a tie). *seeds*: the completed "
         "confirmation runs of the configuration with the best mean validation value. The test split chooses "
         "nothing; it only scores. Each is compared (paired DeLong) with the single best trial by validation among "
         "the trials it was drawn from; difference = ensemble - that trial. DeLong holds the trained models fixed. "

@@ -10,6 +10,7 @@ import patsy
 
 from analysis.context import ReportContext, SectionUnit, all_search_trials
 from analysis.document import Report, Section
+from analysis.mixed_model import MixedModelFit
 from analysis.modeling import fit_plan, plan_model, readable_term
 from analysis.stages import STOPPED, is_stopped
 
@@ -36,7 +37,7 @@ def build(report: Report, section: Section, ctx: ReportContext) -> None:
     rows, failures = [], []
     for name, frame, formula in variants(ctx):
         try:
-            fit = fit_plan(plan_model(frame, formula, ctx.config.random, logit=ctx.options.logit))
+            fit = _fit(ctx, frame, formula)
         except (ValueError, patsy.PatsyError) as error:
             failures.append(f"{name}: not fitted ({error})")
             continue
@@ -69,6 +70,17 @@ def build(report: Report, section: Section, ctx: ReportContext) -> None:
     report.table(section, long.drop(columns="text"), "sensitivity_stopped_trials",
                  "How do the estimates change when stopped trials are pooled, with and without their budget?",
                  shown=shown)
+
+
+def _fit(ctx: ReportContext, frame: pd.DataFrame, formula: str) -> MixedModelFit:
+    """The variant's fit; without confirmation runs one variant is the exploratory mixed model itself
+    (the same trials and formula), which the context has fitted already: reused, not fitted twice."""
+    if not ctx.study.conclusive and formula == ctx.config.formula and frame.index.equals(ctx.study.analyzed.index):
+        outcome = ctx.model()
+        if outcome.fit is None:
+            raise ValueError(outcome.error)
+        return outcome.fit
+    return fit_plan(plan_model(frame, formula, ctx.config.random, logit=ctx.options.logit))
 
 
 UNIT = SectionUnit("Sensitivity to stopped trials", lambda ctx: "Would pooling the search's unequal budgets "

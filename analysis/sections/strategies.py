@@ -44,8 +44,9 @@ def build(report: Report, section: Section, ctx: ReportContext) -> None:
                      + ", ".join(f"{r.dataset}: {r.strategy} / {r.backbone} ({r.replicates})"
                                  for r in incomplete.itertuples()) + "): flagged ‡ and left out of the comparisons.")
     if long["n_seeds"].max() < 2:
-        section.note("Each cell has a single replicate, so there is no standard error or interval (–): a "
-                     "confirmation stage with several seeds gives them.")
+        section.note("Each cell has a single replicate, so there is no standard error or interval (–), and Table 12 "
+                     "counts no win over FT (a win needs the interval of the difference above 0): a confirmation "
+                     "stage with several seeds gives them.")
     change = st.change_vs_ft(long, main)
     if st.REFERENCE not in set(frame["strategy"]):
         section.note(f"No `{st.REFERENCE}` (full fine-tuning) trials: the change-vs-FT heatmap, Table 12 and the "
