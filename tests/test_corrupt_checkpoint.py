@@ -12,6 +12,7 @@ from mlflow.tracking import MlflowClient
 from tests.sessions import CrashAfter
 from tests.test_interrupt import TRIALS, children, interrupted_search, trial_results
 from tuner.search import run_search
+from tuner.tracking import read_results
 from tuner.training.checkpoint import STATE_FILE, UnreadableCheckpoint, read_checkpoint
 from tuner.training.session import LocalSession
 from tuner.training.trial import run_trial
@@ -59,18 +60,38 @@ def test_medtune_train_resumes_from_the_previous_checkpoint_or_afresh_with_a_war
     assert "training starts afresh" in capsys.readouterr().err
 
 
+EPOCHS = 4  # a trial is interrupted between its first state checkpoint and its end, with room to spare
+
+
+def _registered_states(trial_dir) -> list:
+    """The trial's state checkpoints, if Tune has registered one: Tune writes a result line when it takes
+    the epoch's report and its checkpoint. (A checkpoint folder with no result line yet is one Tune never
+    took: on resume the trial restarts without it, whatever it holds.)"""
+    return sorted(trial_dir.glob(f"checkpoint_*/{STATE_FILE}")) if (trial_dir / "result.json").is_file() and \
+        (trial_dir / "result.json").read_text().strip() else []
+
+
+def _unfinished_with_state(storage) -> bool:
+    folder = storage / "corrupt"
+    return folder.is_dir() and any(_registered_states(d) and len(read_results(d)) < EPOCHS
+                                   for d in folder.iterdir() if d.is_dir())
+
+
 def test_a_search_resumed_onto_truncated_checkpoints_restarts_those_trials_and_finishes(ray_local, small_npz,
                                                                                         tmp_path):
-    request, _ = interrupted_search(small_npz, tmp_path, "corrupt", checkpoint_every=1)
+    request, _ = interrupted_search(small_npz, tmp_path, "corrupt", max_epochs=EPOCHS, checkpoint_every=1,
+                                    when=lambda: _unfinished_with_state(tmp_path))
     before = trial_results(tmp_path / "corrupt")
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     done = {r.data.tags["medtune.trial_id"] for r in children(client, "corrupt") if r.info.status == "FINISHED"}
     broken = []
     for trial_dir in (tmp_path / "corrupt").iterdir():
-        if trial_dir.name.split("-")[0] in done:
+        if not trial_dir.is_dir() or trial_dir.name.split("-")[0] in done:
             continue
-        for state in trial_dir.glob(f"checkpoint_*/{STATE_FILE}"):
+        states = _registered_states(trial_dir)
+        for state in states:
             _truncate(state)
+        if states:
             broken.append(trial_dir.name.split("-")[0])
     assert broken, "no unfinished trial had a state checkpoint to break"
 
@@ -82,5 +103,5 @@ def test_a_search_resumed_onto_truncated_checkpoints_restarts_those_trials_and_f
     assert len(runs) == TRIALS and all(r.info.status == "FINISHED" for r in runs.values())
     for trial_id in broken:  # the warning reached the trial's run; it started afresh and finished
         assert "afresh" in runs[trial_id].data.tags["medtune.checkpoint_warning"]
-        assert sorted(m.step for m in client.get_metric_history(runs[trial_id].info.run_id, "epoch")) == [1, 2]
-
+        epochs = sorted(m.step for m in client.get_metric_history(runs[trial_id].info.run_id, "epoch"))
+        assert epochs == list(range(1, EPOCHS + 1))

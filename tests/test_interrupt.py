@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -37,8 +38,10 @@ def children(client: MlflowClient, experiment: str) -> list:
 
 
 def finished(storage: Path, experiment: str) -> int:
-    """How many trials MLflow has seen finish (the logger closes a run when Tune has marked it done)."""
-    if not (storage / "mlflow.db").is_file():
+    """How many trials MLflow has seen finish (the logger closes a run when Tune has marked it done).
+    Nothing is asked of the store before a trial has reported: the driver creates and migrates it first,
+    and a second process opening it meanwhile would race those migrations."""
+    if not any((storage / experiment).glob("*/result.json")):
         return 0
     try:
         return sum(r.info.status == "FINISHED" for r in children(MlflowClient(f"sqlite:///{storage / 'mlflow.db'}"),
@@ -53,26 +56,28 @@ def trial_results(experiment_dir: Path) -> dict[str, str]:
             if (d / "result.json").is_file()}
 
 
-def interrupted_search(small_npz: Path, storage: Path, experiment: str, **options) -> tuple[SearchRequest,
-                                                                                             SearchInterrupted]:
-    """A real 3-trial search in this process, SIGINT-ed once its first trial has finished."""
-    request = SearchRequest(space="quick", dataset=str(small_npz), search="grid", max_epochs=2, pins=PINS,
-                            storage=str(storage), experiment=experiment, grace_period=2, max_failures=0,
+def interrupted_search(small_npz: Path, storage: Path, experiment: str, *, max_epochs: int = 2,
+                       when: Callable[[], bool] | None = None, **options) -> tuple[SearchRequest, SearchInterrupted]:
+    """A real 3-trial search in this process (every trial runs ``max_epochs``: ASHA's grace is the whole
+    budget), SIGINT-ed once ``when()`` holds; by default once its first trial has finished."""
+    request = SearchRequest(space="quick", dataset=str(small_npz), search="grid", max_epochs=max_epochs, pins=PINS,
+                            storage=str(storage), experiment=experiment, grace_period=max_epochs, max_failures=0,
                             **options)
+    ready = when or (lambda: finished(storage, experiment) >= 1)
     running = threading.Event()
 
-    def signal_after_first_trial() -> None:
+    def signal_when_ready() -> None:
         deadline = time.monotonic() + 300
         while running.is_set() and time.monotonic() < deadline:
-            if finished(storage, experiment) >= 1:
+            if ready():
                 time.sleep(0.5)
                 if running.is_set():
                     os.kill(os.getpid(), signal.SIGINT)
                 return
-            time.sleep(0.3)
+            time.sleep(0.2)
 
     running.set()
-    watcher = threading.Thread(target=signal_after_first_trial, daemon=True)
+    watcher = threading.Thread(target=signal_when_ready, daemon=True)
     watcher.start()
     try:
         with pytest.raises(SearchInterrupted) as stopped:

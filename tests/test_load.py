@@ -1,11 +1,12 @@
 """Load (benchmarks/load.py): a search of many very short trials, then two such searches at once into
 the same default store (SQLite in --storage), all through real Ray Tune and MLflow. Every Tune trial
 is in MLflow exactly once, FINISHED, with its metrics. The short form runs by default; the 200-trial
-form is slow."""
+form is marked long."""
 
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import subprocess
 import sys
@@ -15,6 +16,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from tuner.schema import SEARCH_FILE, TRIAL_ID_TAG
+from tuner.tracking import open_experiment
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -62,3 +64,29 @@ def test_200_trial_search_and_two_at_once(tmp_path):
     _assert_exactly_once(tmp_path, "single", 200)
     for name in ("pair-0", "pair-1"):
         _assert_exactly_once(tmp_path, name, 200)
+
+
+def _open_together(uri: str, start: multiprocessing.synchronize.Barrier, outcomes: multiprocessing.Queue) -> None:
+    start.wait()
+    try:
+        open_experiment(uri, "together", None)
+        outcomes.put("ok")
+    except Exception as error:  # what a crashed driver would have raised
+        outcomes.put(f"{type(error).__name__}: {str(error)[:200]}")
+
+
+def test_searches_started_together_into_a_fresh_store_all_open_it(tmp_path):
+    """MLflow creates and migrates a new SQLite store on first use; four drivers doing so at the same
+    instant (released by one barrier) used to break each other ("table ... already exists"). Each now
+    opens it, and the store holds one experiment."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    context = multiprocessing.get_context("spawn")
+    start, outcomes = context.Barrier(4), context.Queue()
+    drivers = [context.Process(target=_open_together, args=(uri, start, outcomes)) for _ in range(4)]
+    for driver in drivers:
+        driver.start()
+    results = [outcomes.get(timeout=300) for _ in drivers]
+    for driver in drivers:
+        driver.join(timeout=60)
+    assert results == ["ok"] * 4
+    assert [e.name for e in MlflowClient(uri).search_experiments() if e.name == "together"] == ["together"]

@@ -10,6 +10,7 @@ import contextlib
 import io
 import json
 import os
+from types import SimpleNamespace
 
 import mlflow
 import mlflow.pytorch
@@ -24,8 +25,9 @@ from analysis.loading import load_search
 from analysis.report import AnalysisOptions, analyze
 from analysis.sections import cost
 from tuner.cli import main
-from tuner.model_export import BEST_MODEL_NAME, MODEL_TRIAL_TAG, MODEL_URI_TAG
+from tuner.model_export import BEST_MODEL_NAME, MODEL_TRIAL_TAG, MODEL_URI_TAG, confirmed_best
 from tuner.schema import TRIAL_ID_TAG
+from tuner.search_summary import best_result
 from tuner.tracking import (
     DATASET_CONTEXT,
     EXPERIMENT_KIND,
@@ -86,6 +88,28 @@ def test_each_trial_records_its_data_set_as_an_mlflow_dataset_input(search, smal
                                          filter_string="dataset.name = 'breastsmall'")
     assert {r.info.run_id for r in found} == {r.info.run_id for r in search["children"]}
 
+
+
+def test_a_best_trial_without_its_weights_is_reported_as_such_not_as_a_store_failure(search, small_data, tmp_path,
+                                                                                        capsys):
+    """A best trial whose checkpoints kept no ``best_model.pt`` (stopped after a scores-only checkpoint):
+    the search goes on, no model is recorded, and the line says why in terms of ``medtune tune``."""
+    import shutil
+
+    from tuner.model_export import log_search_model
+    from tuner.search_summary import SearchOutcome
+
+    (trial_dir,) = [p.parent for p in (search["storage"] / EXPERIMENT).glob("*/params.json")][:1]
+    copy = shutil.copytree(trial_dir, tmp_path / trial_dir.name)
+    for weights in copy.glob("checkpoint_*/best_model.pt"):
+        weights.unlink()
+    outcome = SearchOutcome(EXPERIMENT, search["storage"] / EXPERIMENT, search["uri"], search["parent"].info.run_id,
+                            1, 1, 0, 0, {"trial_id": "t"}, best_trial_dir=copy)
+    log_search_model(outcome, small_data)
+    err = capsys.readouterr().err
+    assert outcome.model_uri is None
+    assert "the model 'best_model' was not logged" in err and "--checkpoint-every 1" in err
+    assert "to MLflow" not in err
 
 def test_the_digest_tells_different_arrays_apart(small_data, small_npz):
     from dataclasses import replace
@@ -238,3 +262,31 @@ def test_a_trial_given_half_a_gpu_records_half_its_wall_time_as_gpu_seconds(smal
     for metrics in costs:
         assert metrics["cost_gpu_s"] > 0 and metrics["cost_cpu_s"] > 0
         assert metrics["cost_gpu_s"] == pytest.approx(0.5 * metrics["cost_wall_s"])
+
+
+QUICK = {"backbone": "resnet18_small", "head": "linear", "epochs": 3}
+
+
+def _result(lr: float, seed: int, best_score: float, epoch: int = 3, error: Exception | None = None):
+    """A Tune ``Result`` as the model choice reads it: config, last metrics, error."""
+    return SimpleNamespace(config={**QUICK, "lr": lr, "seed": seed}, error=error, path=f"/t/{lr}-{seed}",
+                           metrics={"best_score": best_score, "epoch": epoch, "trial_id": f"{lr}-{seed}"})
+
+
+def test_the_confirmed_model_comes_from_a_configuration_whose_replicates_all_completed():
+    """A configuration that lost a replicate is not judged on its survivors' mean: its one good seed
+    (0.99) would beat a configuration whose three seeds all completed (0.90)."""
+    lost_one = [_result(0.01, 0, 0.99), _result(0.01, 1, 0.98), _result(0.01, 2, 0.5, error=RuntimeError("boom"))]
+    complete = [_result(0.1, s, 0.90) for s in range(3)]
+    chosen = confirmed_best([*lost_one, *complete])
+    assert chosen.config["lr"] == 0.1
+    assert confirmed_best(lost_one) is None  # nothing completed all its replicates
+
+
+def test_the_search_answer_is_the_best_trial_that_ran_its_full_budget():
+    """A trial ASHA stopped after one epoch with a higher validation score is not the search's answer:
+    it was judged on fewer epochs than the full-budget trials."""
+    stopped, full = _result(0.01, 0, 0.99, epoch=1), _result(0.1, 0, 0.9)
+    grid = type("Grid", (list,), {"get_best_result": lambda self, **_: stopped})([stopped, full])
+    assert best_result(grid) is full
+    assert best_result(type(grid)([stopped])) is stopped  # nobody ran the budget: the best by validation anyway

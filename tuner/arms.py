@@ -81,8 +81,6 @@ def arm_plan(factors: Sequence[str], configs: Sequence[Mapping[str, Any]], num_s
         return ArmPlan(tuple(factors), cells, None)
     n = len(cells)
     budget = num_samples if num_samples is not None else -(-max(DEFAULT_SAMPLES, n) // n) * n
-    if budget < 1:
-        raise ConfigError(f"--num-samples {budget}: a search needs at least one trial. Use --num-samples {n} or more.")
     arms = f"the {n} arms of the study ({' x '.join(factors)})"
     if budget < n:
         raise ConfigError(f"--num-samples {budget} is smaller than {arms}: each arm needs at least one trial. Use "

@@ -22,7 +22,7 @@ from tuner.confirm_cli import (
 from tuner.ensemble_cli import add_ensemble_parser, ensemble_command
 from tuner.errors import ConfigError
 from tuner.interrupt import SearchInterrupted, resume_command
-from tuner.options import OneLineParser, add_option
+from tuner.options import OneLineParser, add_option, add_search_arguments
 from tuner.search_request import TUNE_OPTION
 from tuner.terminal import DEFAULT, add_verbosity_arguments, terminal
 
@@ -87,9 +87,7 @@ def _add_sync(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser("sync", help="log to MLflow what a search's Tune folder holds and MLflow lacks",
                             description="Back-fill MLflow from a search's Tune results, e.g. after the tracking "
                                         "server was down. Safe to repeat: only what is missing is logged.")
-    p.add_argument("--experiment", required=True)
-    p.add_argument("--storage", default="results")
-    p.add_argument("--tracking-uri", help="MLflow URI (default $MLFLOW_TRACKING_URI, else sqlite in --storage)")
+    add_search_arguments(p)
 
 
 def _add_weights(commands: argparse._SubParsersAction) -> None:

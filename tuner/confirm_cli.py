@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING, Any
 
-from tuner.options import CPUS_PER_TRIAL, FOLDS, GPUS_PER_TRIAL, SEEDS, TOP_K, add_option
+from tuner.options import CPUS_PER_TRIAL, FOLDS, GPUS_PER_TRIAL, SEEDS, TOP_K, add_option, add_search_arguments
 
 if TYPE_CHECKING:
     from tuner.confirm import ConfirmRequest
@@ -21,10 +21,7 @@ def add_confirm_parser(commands: argparse._SubParsersAction) -> None:
                                         "N fresh seeds (or on K folds), logged under the search's MLflow parent "
                                         "run (medtune.stage=confirm). Its runs are the ones to draw conclusions "
                                         "from.")
-    p.add_argument("--experiment", required=True, help="the search (its name in --storage)")
-    p.add_argument("--storage", default="results", help="the search's Tune results folder")
-    p.add_argument("--tracking-uri", help="MLflow URI (default: the search's, else $MLFLOW_TRACKING_URI, else "
-                                          "sqlite in --storage)")
+    add_search_arguments(p, "the search's, else $MLFLOW_TRACKING_URI, else sqlite in --storage")
     _add_rule(p, "")
     add_option(p, SEEDS, metavar="N")
     add_option(p, FOLDS, metavar="K", help="run each replicate on each of K folds of train+val")

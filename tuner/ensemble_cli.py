@@ -9,6 +9,7 @@ import argparse
 from pathlib import Path
 
 from tuner.errors import ConfigError
+from tuner.options import add_search_arguments
 
 ENSEMBLE_SCORES_FILE = "test_scores.csv"  # the ensemble's own per-case test scores, in the trials' format
 
@@ -22,9 +23,7 @@ def add_ensemble_parser(commands: argparse._SubParsersAction) -> None:
                     "one configuration (--confirmed). Scores it on test (AUC, DeLong CI, paired DeLong against the "
                     "single best trial by validation) and writes the members' best weights, configs and "
                     "preprocessing with a manifest to --out; tuner.ensemble_model.load_ensemble(OUT) loads it.")
-    p.add_argument("--experiment", required=True, help="the search (its name in --storage)")
-    p.add_argument("--storage", default="results", help="the search's Tune results folder")
-    p.add_argument("--tracking-uri", help="MLflow URI (default $MLFLOW_TRACKING_URI, else sqlite in --storage)")
+    add_search_arguments(p)
     p.add_argument("--offline", action="store_true", help="read the Tune folders alone, without MLflow")
     p.add_argument("--out", required=True, help="folder to write the ensemble into (new or empty)")
     rule = p.add_mutually_exclusive_group()

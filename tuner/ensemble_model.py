@@ -87,8 +87,8 @@ def best_weights(trial_dir: Path) -> Path:
         if all(f.is_file() for f in files) and files[1].read_bytes() == scores:
             return files[0]
     raise ConfigError(f"trial {trial_dir.name} kept no weights of its best epoch (it was stopped after a checkpoint "
-                      "of scores alone), so it cannot be taken away; give a smaller --k, or search with "
-                      "checkpoints every epoch (--checkpoint-every 1).")
+                      "of scores alone), so its model cannot be taken away. Search with checkpoints every epoch "
+                      "(medtune tune --checkpoint-every 1), or, for `medtune ensemble`, give a smaller --k.")
 
 
 def trial_config(trial_dir: Path) -> dict[str, Any]:

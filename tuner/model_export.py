@@ -32,6 +32,7 @@ from tuner import __version__
 from tuner._torchvision import torchvision
 from tuner.data import DatasetSplits
 from tuner.ensemble_model import EnsembleModel, export_ensemble, load_ensemble
+from tuner.errors import ConfigError
 from tuner.schema import COMPLETED, trial_outcome
 from tuner.search_summary import SearchOutcome
 from tuner.tracking import TRACKING_URI_ENV, redact, trial_config_id
@@ -64,19 +65,26 @@ def log_search_model(outcome: SearchOutcome, data: DatasetSplits, register: str 
 
 
 def confirmed_best(results: Iterable[Any]) -> Any | None:
-    """The confirmation stage's answer (a Tune ``Result``): of the configurations with completed
-    replicates, the one with the best mean validation score (``best_score``), and of its replicates the
-    one whose own validation score is best; None when no replicate completed."""
+    """The confirmation stage's answer (a Tune ``Result``): of the configurations whose replicates all
+    completed, the one with the best mean validation score (``best_score``), and of its replicates the
+    one whose own validation score is best; None when no configuration completed them all. A
+    configuration that lost a replicate (an error, a divergence) is not judged on its survivors: its mean
+    would rest on fewer seeds than the others'."""
     groups: dict[str, list[Any]] = {}
     for result in results:
-        metrics = result.metrics or {}
-        if (result.error is None and result.config is not None and math.isfinite(metrics.get("best_score", math.nan))
-                and trial_outcome(result.config, metrics) == COMPLETED):
+        if result.config is not None:
             groups.setdefault(trial_config_id(result.config), []).append(result)
-    if not groups:
+    complete = [replicates for replicates in groups.values() if all(_completed(r) for r in replicates)]
+    if not complete:
         return None
-    chosen = max(groups.values(), key=lambda replicates: float(np.mean([r.metrics["best_score"] for r in replicates])))
+    chosen = max(complete, key=lambda replicates: float(np.mean([r.metrics["best_score"] for r in replicates])))
     return max(chosen, key=lambda r: r.metrics["best_score"])
+
+
+def _completed(result: Any) -> bool:
+    metrics = result.metrics or {}
+    return (result.error is None and math.isfinite(metrics.get("best_score", math.nan))
+            and trial_outcome(result.config, metrics) == COMPLETED)
 
 
 def log_confirmed_model(results: Iterable[Any], tracking_uri: str, parent_run_id: str, data: DatasetSplits,
@@ -94,10 +102,14 @@ def log_confirmed_model(results: Iterable[Any], tracking_uri: str, parent_run_id
 
 def _logged(tracking_uri: str, run_id: str, trial_dir: Path, data: DatasetSplits, trial_id: str, name: str,
             register: str | None) -> ModelInfo | None:
-    """``log_trial_model``, with a store that fails reported rather than raised: the results are safe in
-    the Tune folder, and the search or stage has done its work."""
+    """``log_trial_model``, with a store that fails, or a trial folder that cannot give the model,
+    reported rather than raised: the results are safe in the Tune folder, and the search or stage has
+    done its work."""
     try:
         return log_trial_model(tracking_uri, run_id, trial_dir, data, trial_id=trial_id, name=name, register=register)
+    except ConfigError as error:  # the trial's folder, not the store: e.g. no weights of its best epoch kept
+        print(f"medtune: the model {name!r} was not logged: {error}", file=sys.stderr, flush=True)
+        return None
     except Exception as error:  # mlflow raises many types for a store that fails
         reason = str(error).replace(tracking_uri, redact(tracking_uri))[:300]  # the URI may hold a password
         print(f"medtune: could not log the model {name!r} to MLflow ({type(error).__name__}: {reason}).",

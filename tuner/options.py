@@ -58,6 +58,14 @@ def add_option(parser: Any, param: Param, *, prefix: str = "", default: Any = ..
                         help=text.replace("%", "%%"), **kwargs)
 
 
+def add_search_arguments(parser: Any, tracking_default: str = "$MLFLOW_TRACKING_URI, else sqlite in --storage") -> None:
+    """``--experiment``, ``--storage``, ``--tracking-uri``: which finished search a command reads (confirm,
+    ensemble, sync), spelled and defaulted the same in each."""
+    parser.add_argument("--experiment", required=True, help="the search (its name in --storage)")
+    parser.add_argument("--storage", default="results", help="the search's Tune results folder")
+    parser.add_argument("--tracking-uri", help=f"MLflow URI (default {tracking_default})")
+
+
 def check_options(values: Mapping[str, Any], params: Sequence[Param], prefix: str = "") -> None:
     """Check every option ``params`` declares against ``values`` (a request's fields, parsed
     arguments), naming it as the user typed it; None means "not given" and is not checked."""

@@ -109,7 +109,6 @@ class StudySearch(OptunaSearch):
         self._ot_study.tell(self._ot_trials[trial_id], value, state=state, skip_if_finished=True)
         self._completed_trials.add(trial_id)
 
-
     def fail_lost_trials(self) -> None:
         """After a restore: a trial the study handed out after Tune last saved this searcher died with
         the driver, and Tune will never run it; it is FAIL, not RUNNING forever in the dashboard."""

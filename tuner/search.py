@@ -19,6 +19,7 @@ from search_spaces import space_arms
 from tuner.arms import arm_plan
 from tuner.cluster import init_ray
 from tuner.data import DatasetSplits, load_dataset, resolve_data_root
+from tuner.data.medmnist import medmnist_path
 from tuner.errors import ConfigError
 from tuner.interrupt import SearchInterrupted, graceful_stop
 from tuner.model_export import log_search_model
@@ -87,9 +88,9 @@ def run_search(request: SearchRequest) -> SearchOutcome:
                                    dataset=dataset)
         runner = search_tuner(request, configs, plan, trainable, storage, name, logger, optuna_url)
         experiment_dir.mkdir(parents=True, exist_ok=True)
-        search_file.write_text(json.dumps({"parent_run_id": parent_run_id, "experiment": name,
-                                           "trial_params": {"dataset": data.name}, "request": record,
-                                           "arms": plan.record(), "dataset_input": dataset, **studies}, indent=2))
+        saved = {"parent_run_id": parent_run_id, "experiment": name, "trial_params": {"dataset": data.name},
+                 "request": record, "arms": plan.record(), "dataset_input": dataset, **studies}
+        search_file.write_text(json.dumps(saved, indent=2))
     say(f"medtune: search {name!r} ({request.search}, space {request.space}, data {data.name}): Tune results in "
         f"{experiment_dir}; MLflow {redact(store.tracking_uri)} "
         f"(parent run {parent_run_id}); libraries' logs in {storage / LOG_FILE}")
@@ -106,10 +107,8 @@ def run_search(request: SearchRequest) -> SearchOutcome:
             raise SearchInterrupted(name, experiment_dir, stop.signum or 2, forced=True) from None
     if stop.signum is not None:  # the parent run stays open: --resume continues it
         raise SearchInterrupted(name, experiment_dir, stop.signum)
-    outcome = summarise(results, name, experiment_dir, store.tracking_uri, parent_run_id, plan)
-    outcome.experiment_id = store.experiment_id
+    outcome = summarise(results, name, experiment_dir, store.tracking_uri, parent_run_id, plan, store.experiment_id)
     log_search_model(outcome, data, request.register)
-    saved = json.loads(search_file.read_text())
     search_file.write_text(json.dumps({**saved, "trials_per_arm": outcome.trials_per_arm}, indent=2))
     try:
         store.client.set_terminated(parent_run_id, status="FINISHED" if outcome.errored < outcome.trials else "FAILED")
@@ -135,7 +134,7 @@ def _data_source(request: SearchRequest) -> str:
     given = Path(request.dataset).expanduser()
     if given.exists():
         return str(given.resolve())
-    return str(resolve_data_root(request.data_root) / f"{request.dataset}.npz")
+    return str(medmnist_path(request.dataset, resolve_data_root(request.data_root)))
 
 
 def _tune_trial(config: dict[str, Any], data: DatasetSplits, policy: CheckpointPolicy | None = None) -> None:

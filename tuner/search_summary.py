@@ -3,11 +3,13 @@ got, the best one (and its logged model), and where a person sees its runs."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from tuner.arms import ArmPlan
+from tuner.schema import COMPLETED
 from tuner.tracking import runs_page, trial_outcome
 
 
@@ -47,7 +49,7 @@ class SearchOutcome:
 
 
 def summarise(results: Any, name: str, experiment_dir: Path, tracking_uri: str, parent_run_id: str,
-              plan: ArmPlan) -> SearchOutcome:
+              plan: ArmPlan, experiment_id: str) -> SearchOutcome:
     """The outcome of Tune's ``ResultGrid``: each trial counted once by how it ended, the trials each
     arm cell of ``plan`` ran, and the best by its own best selection score (``best_score``), with its
     test metrics."""
@@ -55,16 +57,27 @@ def summarise(results: Any, name: str, experiment_dir: Path, tracking_uri: str, 
     for result in results:
         if result.error is not None:
             errored += 1
-        elif trial_outcome(result.config, result.metrics or {}) == "completed":
+        elif trial_outcome(result.config, result.metrics or {}) == COMPLETED:
             completed += 1
         else:
             stopped += 1
     best, trial_dir = None, None
     if errored < len(results):
-        top = results.get_best_result(metric="best_score", mode="max", scope="last")
+        top = best_result(results)
         best = {"config": top.config, "trial_id": top.metrics.get("trial_id"),
                 **{k: top.metrics.get(k) for k in ("best_score", "best_val_auc", "test_auc", "test_acc")}}
         trial_dir = Path(top.path)
     return SearchOutcome(name, experiment_dir, tracking_uri, parent_run_id, len(results), completed, stopped,
                          errored, best, plan.factors, plan.trials_per_arm(result.config for result in results),
-                         best_trial_dir=trial_dir)
+                         experiment_id, best_trial_dir=trial_dir)
+
+
+def best_result(results: Any) -> Any:
+    """The trial validation ranks first (``best_score``) among those that ran their full budget, when
+    any did; a trial ASHA stopped early was judged on fewer epochs, and may hold no best-epoch weights."""
+    full = [r for r in results if r.error is None and r.config is not None
+            and trial_outcome(r.config, r.metrics or {}) == COMPLETED
+            and math.isfinite(r.metrics.get("best_score", math.nan))]
+    if not full:
+        return results.get_best_result(metric="best_score", mode="max", scope="last")
+    return max(full, key=lambda r: r.metrics["best_score"])

@@ -96,7 +96,7 @@ def _searcher(request: SearchRequest, configs: list[dict[str, Any]], plan: ArmPl
 
     if request.search == "grid" or plan.share is None:
         return BasicVariantGenerator(points_to_evaluate=configs), len(configs)
-    return arm_searcher(request, plan, name, optuna_url), plan.share * len(plan.cells)
+    return arm_searcher(request, plan, name, optuna_url), plan.budget
 
 
 def arm_searcher(request: SearchRequest, plan: ArmPlan, name: str, optuna_url: str) -> ArmSearcher:

@@ -5,13 +5,15 @@ a command starts. Written once here so ``medtune tune``, ``medtune sync`` and ``
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import subprocess
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -98,20 +100,39 @@ def check_reachable(tracking_uri: str, timeout_s: float = 5.0) -> None:
                           "it, or fix --tracking-uri / $MLFLOW_TRACKING_URI.") from error
 
 
+@contextmanager
+def _one_at_a_time(tracking_uri: str) -> Iterator[None]:
+    """For a SQLite store, hold a lock file beside the database. MLflow creates and migrates a new
+    store on its first use, and two processes doing that at once break one another ("table ... already
+    exists", "online migration expected to match one row"): two searches started together into a fresh
+    default store. The lock makes them take turns; opening an existing store is unchanged."""
+    if not tracking_uri.startswith("sqlite:///"):
+        yield
+        return
+    database = Path(tracking_uri.removeprefix("sqlite:///"))
+    with open(database.with_name(database.name + ".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 def open_experiment(tracking_uri: str, name: str, artifact_location: Path | None) -> tuple[MlflowClient, str]:
     """The MLflow experiment ``name`` (created if new, tagged to open on its runs in the UI:
     ``EXPERIMENT_KIND_TAG``); fails early if the store cannot be reached."""
     check_reachable(tracking_uri)
-    client = MlflowClient(tracking_uri)
     try:
-        experiment = client.get_experiment_by_name(name)
-        if experiment is not None:
-            if EXPERIMENT_KIND_TAG not in experiment.tags:  # one made before medtune tagged them
-                client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
-            return client, experiment.experiment_id
-        location = artifact_location.as_uri() if artifact_location is not None else None
-        return client, client.create_experiment(name, artifact_location=location,
-                                                tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
+        with _one_at_a_time(tracking_uri):
+            client = MlflowClient(tracking_uri)
+            experiment = client.get_experiment_by_name(name)
+            if experiment is not None:
+                if EXPERIMENT_KIND_TAG not in experiment.tags:  # one made before medtune tagged them
+                    client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+                return client, experiment.experiment_id
+            location = artifact_location.as_uri() if artifact_location is not None else None
+            return client, client.create_experiment(name, artifact_location=location,
+                                                    tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
     except Exception as error:  # mlflow raises many types for an unreachable store
         raise ConfigError(f"cannot reach the MLflow tracking store {redact(tracking_uri)!r} "
                           f"({type(error).__name__}: {str(error)[:300]}). Start the server or fix "
