@@ -56,6 +56,15 @@ def small_data(small_npz):
 
 
 @pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory, breastmnist):
+    """A smaller real-image subset, for tests that run many trials: 32 training, 16 validation, 16 test."""
+    from tuner.data import load_dataset, save_npz_subset
+
+    return load_dataset(str(save_npz_subset(breastmnist, tmp_path_factory.mktemp("tiny") / "breasttiny.npz",
+                                            {"train": (12, 20), "val": (8, 8), "test": (8, 8)})))
+
+
+@pytest.fixture(scope="session")
 def ray_local():
     """One local Ray for the whole test session (starting Ray costs seconds)."""
     import ray

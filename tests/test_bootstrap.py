@@ -4,8 +4,6 @@ its 95% interval covers that difference at about the nominal rate."""
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 from scipy.stats import norm
@@ -50,7 +48,6 @@ def _truth(tau=0.15, noise=0.5, mu_a=1.2, mu_b=1.0):
 def test_intervals_cover_a_known_difference_at_about_the_nominal_rate(seeds):
     rng = np.random.default_rng(seeds)
     truth = _truth()
-    start = time.perf_counter()
     covered = 0
     for i in range(200):
         y, a, b = _simulate(rng, seeds=seeds)
@@ -58,7 +55,6 @@ def test_intervals_cover_a_known_difference_at_about_the_nominal_rate(seeds):
         covered += result.ci_low <= truth <= result.ci_high
     print(f"coverage with {seeds} seeds: {covered / 200:.3f}")
     assert 0.90 <= covered / 200 <= 0.99
-    assert time.perf_counter() - start < 20
 
 
 def test_seed_variance_widens_the_interval_beyond_a_test_cases_only_interval():

@@ -73,13 +73,9 @@ def test_run_trial_writes_by_the_policy_and_resumes_bit_exactly_from_the_last_st
     for files in (whole.files[0], whole.files[2]):
         assert files is None or STATE_FILE not in files
 
-    class Crash(CrashAfter):
-        def __init__(self, out_dir) -> None:
-            super().__init__(out_dir, 3)
-            self.policy = policy
-
     with pytest.raises(KeyboardInterrupt):
-        run_trial(CONFIG, small_data, Crash(tmp_path / "cut"))  # preempted after epoch 3's report
+        # preempted after epoch 3's report
+        run_trial(CONFIG, small_data, CrashAfter(tmp_path / "cut", 3, policy=policy))
     resumed = LocalSession(tmp_path / "cut", resume=True, policy=policy)
     result = run_trial(CONFIG, small_data, resumed)
     assert [m["epoch"] for m in resumed.history] == [3]  # only the epoch since the last state is lost

@@ -13,16 +13,14 @@ import pytest
 import torch
 from scipy.stats import ks_2samp
 
-from tests.sessions import CrashAfter
+from tests.sessions import straight_and_resumed
 from tuner._torchvision import torchvision
 from tuner.config import make_trial_config
-from tuner.data import DatasetSplits, ImageDataset, Split, build_transform, load_dataset, save_npz_subset
+from tuner.data import DatasetSplits, ImageDataset, Split, build_transform
 from tuner.data.batches import AffineParams, BatchTransform, PreparedImages, affine_batch, draw_affine, prepare_split
 from tuner.data.transforms import AUGMENT_ROTATION_DEG, AUGMENT_SHEAR_DEG, AUGMENT_SHIFT
 from tuner.spec import IMAGENET_PREPROCESSING, Preprocessing
 from tuner.training.inputs import build_loaders
-from tuner.training.session import LocalSession
-from tuner.training.trial import run_trial
 
 v2 = torchvision.transforms.v2
 HALF = Preprocessing((0.5, 0.5, 0.5), (0.5, 0.5, 0.5), interpolation="bicubic")
@@ -133,23 +131,11 @@ def loaders_are_augmented(data: DatasetSplits, config: dict) -> bool:
     return bool(torch.cdist(batch, plain).min(dim=1).values.min() > 1e-3)
 
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory, breastmnist) -> DatasetSplits:
-    path = save_npz_subset(breastmnist, tmp_path_factory.mktemp("tiny") / "tiny.npz",
-                           {"train": (12, 20), "val": (8, 8), "test": (8, 8)})
-    return load_dataset(str(path))
-
-
-def test_an_augmented_trial_resumes_exactly(tiny, tmp_path):
+def test_an_augmented_trial_resumes_exactly(tiny_data, tmp_path):
     config = {"backbone": "resnet18", "weights": "none", "image_size": 28, "batch_size": 16, "epochs": 2,
               "augment": True, "seed": 4}
     with contextlib.redirect_stdout(io.StringIO()):
-        straight = LocalSession(tmp_path / "straight")
-        run_trial(config, tiny, straight)
-        with pytest.raises(KeyboardInterrupt):
-            run_trial(config, tiny, CrashAfter(tmp_path / "resumed", 1))
-        resumed = LocalSession(tmp_path / "resumed", resume=True)
-        run_trial(config, tiny, resumed)
+        straight, resumed = straight_and_resumed(config, tiny_data, tmp_path, crash_after=1)
     assert [r["epoch"] for r in resumed.history] == [2] and resumed.history[0] == straight.history[1]
 
 

@@ -29,16 +29,16 @@ import pytest
 import torch
 from torch import nn
 
+from tests.sessions import StateRecorder
 from tuner.config import TRIAL_DEFAULTS
-from tuner.data import build_transform, load_dataset, save_npz_subset
+from tuner.data import build_transform
 from tuner.models import get_backbone
 from tuner.models.heads import ConvHead, LinearHead, MLPHead
 from tuner.models.weights import imagenet_file, preprocessing_for
 from tuner.strategies import regularization
 from tuner.training import trial as trial_module
-from tuner.training.checkpoint import BEST_MODEL_FILE, STATE_FILE
+from tuner.training.checkpoint import BEST_MODEL_FILE
 from tuner.training.losses import FocalLoss
-from tuner.training.session import LocalSession
 
 BASE = {"backbone": "resnet18", "weights": "none", "image_size": 28, "batch_size": 8, "lr": 0.01, "epochs": 1,
         "seed": 0}
@@ -89,17 +89,6 @@ class Run:
         return [f for f in self.forwards if f.training == training and f.grad == grad]
 
 
-class _Recording(LocalSession):
-    def __init__(self, out_dir: Path, run: Run) -> None:
-        super().__init__(out_dir)
-        self.run = run
-
-    def report(self, metrics, checkpoint) -> None:
-        super().report(metrics, checkpoint)
-        self.run.history.append(metrics)
-        self.run.optimizer_states.append(torch.load(checkpoint / STATE_FILE, weights_only=True)["optimizer"])
-
-
 def _recorded(record: Callable[[Any], None], build: Callable[..., Any]) -> Callable[..., Any]:
     def wrapper(*args, **kwargs):
         built = build(*args, **kwargs)
@@ -141,7 +130,9 @@ def execute(config: dict[str, Any], data, out: Path) -> Run:
                                                                 trial_module.build_strategy))
         patch.setattr(trial_module, "Precision", precision)
         patch.setattr(regularization, "sp_penalty", penalty)
-        trial_module.run_trial(config, data, _Recording(out, run))
+        session = StateRecorder(out)
+        trial_module.run_trial(config, data, session)
+    run.history, run.optimizer_states = session.history, [state["optimizer"] for state in session.states]
     run.best_model = torch.load(out / "checkpoint" / BEST_MODEL_FILE, weights_only=True)
     return run
 
@@ -164,13 +155,6 @@ class Runner:
         """A new run, even of a configuration run before."""
         out = self.folder / f"run{len(list(self.folder.iterdir()))}"
         return execute({**BASE, **values}, self.data, out)
-
-
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory, breastmnist):
-    path = save_npz_subset(breastmnist, tmp_path_factory.mktemp("tiny") / "breasttiny.npz",
-                           {"train": (12, 20), "val": (8, 8), "test": (8, 8)})
-    return load_dataset(str(path))
 
 
 @pytest.fixture(scope="module")

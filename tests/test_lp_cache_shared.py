@@ -30,7 +30,7 @@ def _weights(folder: Path, seed: int) -> str:
 
 
 @pytest.fixture(scope="module")
-def tiny_data(breastmnist, tmp_path_factory):
+def key_data(breastmnist, tmp_path_factory):
     """24 training, 10 validation, 10 test images: a key test needs outputs, not learning."""
     from tuner.data import load_dataset, save_npz_subset
 
@@ -87,10 +87,10 @@ def test_a_trial_reading_the_store_matches_one_recomputing(small_data, weight_fi
 
 @pytest.mark.parametrize("change", ["backbone", "weights", "image_size", "preprocessing", "frozen_depth",
                                     "transform", "data", "batch_size", "random_init_seed"])
-def test_a_key_differing_in_one_component_misses(change, tiny_data, weight_files, tmp_path, monkeypatch):
+def test_a_key_differing_in_one_component_misses(change, key_data, weight_files, tmp_path, monkeypatch):
     store = tmp_path / "store"
     config = {**BASE, "weights": weight_files[0], "epochs": 1, "batch_size": 8}
-    data = tiny_data
+    data = key_data
     first = _trial(config, data, tmp_path / "a", monkeypatch, store)
     assert first[2].builds == 1
     if change == "backbone":
@@ -110,7 +110,7 @@ def test_a_key_differing_in_one_component_misses(change, tiny_data, weight_files
         _trial(config, data, tmp_path / "b0", monkeypatch, store)
         config = {**config, "resize_size": 32}  # same output size, another resize before the crop
     elif change == "data":
-        data = _fewer_training_images(tiny_data, tmp_path)
+        data = _fewer_training_images(key_data, tmp_path)
     elif change == "batch_size":
         config = {**config, "batch_size": 6}
     elif change == "random_init_seed":
@@ -137,16 +137,16 @@ def _fewer_training_images(data, tmp_path):
     return load_dataset(str(path))
 
 
-def test_an_unreadable_entry_is_recomputed_and_replaced(tiny_data, weight_files, tmp_path, monkeypatch):
+def test_an_unreadable_entry_is_recomputed_and_replaced(key_data, weight_files, tmp_path, monkeypatch):
     store = tmp_path / "store"
     config = {**BASE, "weights": weight_files[0], "epochs": 1, "batch_size": 8}
-    first = _trial(config, tiny_data, tmp_path / "a", monkeypatch, store)
+    first = _trial(config, key_data, tmp_path / "a", monkeypatch, store)
     (entry,) = store.glob("*.pt")
     entry.write_bytes(entry.read_bytes()[:1000])  # truncated, as by a crash of a non-atomic writer
-    second = _trial(config, tiny_data, tmp_path / "b", monkeypatch, store)
+    second = _trial(config, key_data, tmp_path / "b", monkeypatch, store)
     assert (second[2].builds, second[2].loads) == (1, 0)
     assert second[0] == first[0]
-    third = _trial(config, tiny_data, tmp_path / "c", monkeypatch, store)
+    third = _trial(config, key_data, tmp_path / "c", monkeypatch, store)
     assert third[2].loads == 1 and not list(store.glob(".writing-*"))
 
 

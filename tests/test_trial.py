@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
-from tests.sessions import CrashAfter
+from tests.sessions import straight_and_resumed
 from tuner.training.checkpoint import BEST_MODEL_FILE, STATE_FILE, TEST_SCORES_FILE
 from tuner.training.session import LocalSession
 from tuner.training.trial import run_trial
@@ -40,17 +40,12 @@ def test_reports_every_epoch_and_keeps_best_model_scores(small_data, tmp_path):
 
 
 def test_resume_from_checkpoint_is_bit_exact(small_data, tmp_path):
-    uninterrupted = LocalSession(tmp_path / "a")
-    run_trial(BASE, small_data, uninterrupted)
-    with pytest.raises(KeyboardInterrupt):
-        run_trial(BASE, small_data, CrashAfter(tmp_path / "b", epochs=1))
-    resumed = LocalSession(tmp_path / "b", resume=True)
-    run_trial(BASE, small_data, resumed)
+    uninterrupted, resumed = straight_and_resumed(BASE, small_data, tmp_path, crash_after=1)
     assert [r["epoch"] for r in resumed.history] == [2, 3]
     for expected, got in zip(uninterrupted.history[1:], resumed.history, strict=True):
         assert got == expected
-    final_a = torch.load(tmp_path / "a" / "checkpoint" / STATE_FILE, weights_only=True)["model"]
-    final_b = torch.load(tmp_path / "b" / "checkpoint" / STATE_FILE, weights_only=True)["model"]
+    final_a = torch.load(tmp_path / "straight" / "checkpoint" / STATE_FILE, weights_only=True)["model"]
+    final_b = torch.load(tmp_path / "resumed" / "checkpoint" / STATE_FILE, weights_only=True)["model"]
     assert all(torch.equal(final_a[k], final_b[k]) for k in final_a)
 
 

@@ -18,7 +18,7 @@ from typing import Any
 from tuner.errors import ConfigError
 from tuner.models import HEADS, get_backbone
 from tuner.options import FOLDS
-from tuner.spec import Param, Registry, did_you_mean, refuse_foreign_params
+from tuner.spec import SEED_MAX, Param, Registry, did_you_mean, refuse_foreign_params
 from tuner.strategies import STRATEGIES, build_strategy
 from tuner.training.inputs import CROP, SAMPLER
 from tuner.training.losses import LOSSES
@@ -26,7 +26,6 @@ from tuner.training.optimizers import OPTIMIZERS
 from tuner.weight_sources import check_weights
 
 # Validation metrics a trial can select its best epoch by (and a search optimise); higher is better.
-SEED_MAX = 2**32 - 1  # numpy's seeds are 32-bit
 SELECTION_METRICS = ("val_auc", "val_map", "val_acc", "val_macro_acc", "val_kappa", "val_f1")
 
 TRIAL_PARAMS: tuple[Param, ...] = (

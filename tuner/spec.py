@@ -18,6 +18,9 @@ from typing import Any, Generic, TypeVar
 
 from tuner.errors import ConfigError
 
+# The highest seed a seed Param allows: numpy's seeds are 32-bit (trial, searcher and pretraining seeds).
+SEED_MAX = 2**32 - 1
+
 
 def did_you_mean(word: object, known: Sequence[str] | Mapping[str, Any]) -> str:
     """`` Did you mean 'x'?`` for the closest known name, or an empty string."""

@@ -10,7 +10,7 @@ from tuner.errors import ConfigError
 from tuner.models import get_backbone
 from tuner.options import CPUS_PER_TRIAL, GPUS_PER_TRIAL, GRACE_PERIOD, NUM_SAMPLES, REDUCTION_FACTOR, option
 from tuner.pretrain.vae import check_decodable
-from tuner.spec import Param, did_you_mean
+from tuner.spec import SEED_MAX, Param, did_you_mean
 
 PRETRAIN_PARAMS: tuple[Param, ...] = (
     Param("backbone", str, "convnext_tiny", "registry backbone whose trunk is the encoder (the paper's: "
@@ -27,13 +27,13 @@ PRETRAIN_PARAMS: tuple[Param, ...] = (
           "minimum", low=1),
     Param("decoder_width", int, 256, "channels of the decoder's first grid", low=1),
     Param("augment", bool, False, "rotation/shift/shear on training images"),
-    Param("seed", int, 0, "seeds initialisation, shuffling and augmentation", low=0, high=2**32 - 1),
+    Param("seed", int, 0, "seeds initialisation, shuffling and augmentation", low=0, high=SEED_MAX),
 )
 PRETRAIN_DEFAULTS: dict[str, Any] = {param.name: param.default for param in PRETRAIN_PARAMS}
 # `medtune pretrain --search`'s options (PretrainRequest fields), shared with `medtune tune` where they mean the same
 PRETRAIN_SEARCH_OPTIONS: tuple[Param, ...] = (
     option(NUM_SAMPLES, default=8, nullable=False), CPUS_PER_TRIAL, GPUS_PER_TRIAL, GRACE_PERIOD, REDUCTION_FACTOR,
-    Param("search_seed", int, 0, "--search: the random sampler's seed", low=0, high=2**32 - 1),
+    Param("search_seed", int, 0, "--search: the random sampler's seed", low=0, high=SEED_MAX),
 )
 
 

@@ -35,7 +35,6 @@ class StrategyContext:
     num_groups: int  # layer groups of the chosen backbone and grouping
     epochs: int
     weight_decay: float
-    lr: float  # the trial's base learning rate
 
 
 @dataclass(frozen=True)
@@ -124,5 +123,5 @@ def build_strategy(config: Mapping[str, Any], num_groups: int) -> Strategy:
     """
     spec = STRATEGIES.get(config["strategy"])
     context = StrategyContext(backbone=config["backbone"], num_groups=num_groups, epochs=config["epochs"],
-                              weight_decay=config["weight_decay"], lr=config["lr"])
+                              weight_decay=config["weight_decay"])
     return spec.strategy(context, **spec.own_values(config))

@@ -48,6 +48,7 @@ from tuner.training.feature_store import (
     inputs_digest,
     prefix_digest,
     runtime_fingerprint,
+    switched_on,
 )
 from tuner.training.loop import Precision
 from tuner.training.trunk_split import split_trunk
@@ -57,7 +58,7 @@ DEFAULT_MAX_GB = 2.0
 
 def cache_enabled() -> bool:
     """``MEDTUNE_FEATURE_CACHE=0`` (or false/no/off) turns stored frozen outputs off, for A/B checks."""
-    return os.environ.get("MEDTUNE_FEATURE_CACHE", "1").lower() not in ("0", "false", "no", "off")
+    return switched_on("MEDTUNE_FEATURE_CACHE")
 
 
 def max_cache_bytes() -> int:

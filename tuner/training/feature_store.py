@@ -61,9 +61,13 @@ class FeatureKey:
     batching: tuple[tuple[int, int], ...]
     runtime: str
 
+    def text(self) -> str:
+        """Every component as canonical JSON: recorded in the entry, so a reader can tell a digest collision."""
+        return json.dumps(asdict(self), sort_keys=True)
+
     def digest(self) -> str:
         """The entry's file name: a digest of every component."""
-        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:40]
+        return hashlib.sha256(self.text().encode()).hexdigest()[:40]
 
 
 def _update(hasher: Any, tensor: torch.Tensor) -> None:
@@ -97,9 +101,15 @@ def runtime_fingerprint(device: torch.device, precision: str) -> str:
     return f"torch {torch.__version__}; {device.type} {kind}; {torch.get_num_threads()} threads; {precision}"
 
 
+def switched_on(variable: str) -> bool:
+    """Whether the on-by-default switch ``$variable`` is on: unset or anything but 0, false, no, off (any
+    case). One reading for the feature cache's switches (``MEDTUNE_FEATURE_CACHE``, ``..._SHARED``)."""
+    return os.environ.get(variable, "1").lower() not in ("0", "false", "no", "off")
+
+
 def sharing_enabled() -> bool:
     """``MEDTUNE_FEATURE_CACHE_SHARED=0`` (or false/no/off) makes each trial compute its own outputs."""
-    return os.environ.get(SHARED_ENV, "1").lower() not in ("0", "false", "no", "off")
+    return switched_on(SHARED_ENV)
 
 
 class FeatureStore:
@@ -152,7 +162,7 @@ class FeatureStore:
             return None
         try:
             entry = torch.load(path, weights_only=True, mmap=True)
-            if entry["key"] != json.dumps(asdict(key), sort_keys=True):
+            if entry["key"] != key.text():
                 return None
             return [(outputs, labels) for outputs, labels in entry["splits"]]
         except Exception:  # truncated or unreadable: recompute and replace it
@@ -162,8 +172,7 @@ class FeatureStore:
         descriptor, temporary = tempfile.mkstemp(dir=self.folder, prefix=".writing-", suffix=".pt")
         try:
             with os.fdopen(descriptor, "wb") as handle:
-                torch.save({"key": json.dumps(asdict(key), sort_keys=True), "splits": [list(s) for s in outputs]},
-                           handle)
+                torch.save({"key": key.text(), "splits": [list(s) for s in outputs]}, handle)
             os.replace(temporary, self.path(key))
         except OSError:  # a full or read-only store: this trial still has its outputs
             Path(temporary).unlink(missing_ok=True)
