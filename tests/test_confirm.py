@@ -15,6 +15,7 @@ from mlflow.tracking import MlflowClient
 from ray import tune
 
 import tuner.confirm
+from tests.conftest import ray_never_started
 from tuner.cli import main
 from tuner.config import make_trial_config
 from tuner.confirm import ConfirmRequest, check_request, confirm_dir, fresh_seeds, replicate_configs
@@ -212,6 +213,15 @@ def test_factorial_holds_the_other_knobs_at_the_best(disagreeing):
     assert configs["linear"]["kernel_size"] is None and configs["convskip"]["kernel_size"] == 5
     with pytest.raises(ConfigError, match="factorial head,kernel_size: head='linear' × kernel_size=3"):
         select(load_search(storage, name), Selection("factorial", factors=("head", "kernel_size")))
+
+
+def test_a_weight_file_broken_since_the_search_is_refused_before_data_or_ray(tmp_path):
+    """The search fitted its weight files on the driver; the stage, days later, fits them again."""
+    trunk = tmp_path / "trunk.pt"
+    trunk.write_bytes(b"PK\x03\x04 cut off mid-write")
+    name = _fake_search(tmp_path, [({"head": "linear", "lr": 0.01, "weights": str(trunk)}, 0.8, 0.8, {})])
+    with ray_never_started(), pytest.raises(ConfigError, match="trunk.pt"):
+        tuner.confirm.run_confirm(ConfirmRequest(name, Selection("top_k", k=1), seeds=2, storage=str(tmp_path)))
 
 
 def test_replicates_have_fresh_seeds_no_patience_and_folds():

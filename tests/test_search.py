@@ -3,6 +3,11 @@ store, then analysed."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -11,6 +16,8 @@ from mlflow.tracking import MlflowClient
 from analysis import load_test_scores, load_trials
 from analysis.report import AnalysisOptions, build_report
 from tuner.search import SearchRequest, run_search
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -118,3 +125,19 @@ def test_patient_regex_reaches_the_data_loader(small_npz, tmp_path, capsys):
     assert main(["train", "--space", "quick", "--dataset", str(small_npz), "--patient-regex", "^(P\\d+)_",
                  "--out", str(tmp_path / "train")]) == 2
     assert "applies to image folders only" in capsys.readouterr().err
+
+
+def test_a_trial_worker_imports_neither_mlflow_nor_optuna():
+    """Ray pickles the trainable by reference, so a worker imports the module that defines it: the one
+    the search and the confirmation stage hand to Tune must not pull in the driver's tracking and
+    searcher code (benchmarks/memory.py measures what it saves)."""
+    from tuner import confirm, search
+
+    assert search.tune_trial is confirm.tune_trial
+    module = search.tune_trial.__module__
+    driver_only = ("mlflow", "optuna", "sqlalchemy", "tuner.search", "tuner.tracking", "tuner.optuna_study")
+    code = f"import sys, {module}; print(sorted(name for name in {driver_only!r} if name in sys.modules))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "[]", (module, done.stdout)

@@ -3,7 +3,8 @@
 The jobs live in their own modules and meet here: the request and its checks (``search_request``),
 the arms' equal budgets (``arms``), Ray start-up (``cluster``), the tracking store (``tracking``), the
 Optuna studies (``optuna_study``), the Tuner (``tune_build``) and the outcome (``search_summary``).
-``_tune_trial``, the trainable every trial worker runs, lives here.
+The trainable every trial worker runs is ``tuner.training.trainable.tune_trial``: defined here, it would
+make every worker import all of the above.
 """
 
 from __future__ import annotations
@@ -13,12 +14,11 @@ import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
 
 from search_spaces import space_arms
 from tuner.arms import arm_plan
 from tuner.cluster import init_ray
-from tuner.data import DatasetSplits, load_dataset, resolve_data_root
+from tuner.data import load_dataset, resolve_data_root
 from tuner.data.medmnist import medmnist_path
 from tuner.errors import ConfigError
 from tuner.interrupt import SearchInterrupted, graceful_stop
@@ -38,6 +38,7 @@ from tuner.tracking import (
     sync_experiment,
 )
 from tuner.training.checkpoint import CheckpointPolicy
+from tuner.training.trainable import tune_trial
 from tuner.tune_build import search_tuner, with_data
 
 __all__ = ["SEARCH_FILE", "SearchOutcome", "SearchRequest", "prepare", "run_search", "sync_search"]
@@ -68,7 +69,7 @@ def run_search(request: SearchRequest) -> SearchOutcome:
         refuse_existing_studies(optuna_url, name)
     init_ray(request.cpus_per_trial, request.gpus_per_trial)
 
-    trainable = with_data(_tune_trial, data, request.cpus_per_trial, request.gpus_per_trial,
+    trainable = with_data(tune_trial, data, request.cpus_per_trial, request.gpus_per_trial,
                           policy=CheckpointPolicy(request.checkpoint_every, request.checkpoint_seconds))
     if request.resume:
         saved = json.loads(search_file.read_text())
@@ -135,16 +136,3 @@ def _data_source(request: SearchRequest) -> str:
     if given.exists():
         return str(given.resolve())
     return str(medmnist_path(request.dataset, resolve_data_root(request.data_root)))
-
-
-def _tune_trial(config: dict[str, Any], data: DatasetSplits, policy: CheckpointPolicy | None = None) -> None:
-    """The Tune function trainable: one trial reporting to Tune, writing its state by ``policy``."""
-    from tuner.training.session import TuneSession
-    from tuner.training.trial import run_trial
-
-    session = TuneSession(policy)
-    try:
-        run_trial(config, data, session)
-    except FloatingPointError as error:
-        session.report_divergence(str(error))
-
