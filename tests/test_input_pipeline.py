@@ -6,6 +6,7 @@ distribution of parameters), drawn from the loader's generator so that a resumed
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 
 import numpy as np
@@ -16,11 +17,14 @@ from scipy.stats import ks_2samp
 from tests.sessions import straight_and_resumed
 from tuner._torchvision import torchvision
 from tuner.config import make_trial_config
-from tuner.data import DatasetSplits, ImageDataset, Split, build_transform
+from tuner.data import DatasetSplits, ImageDataset, Split, batches, build_transform
 from tuner.data.batches import AffineParams, BatchTransform, PreparedImages, affine_batch, draw_affine, prepare_split
 from tuner.data.transforms import AUGMENT_ROTATION_DEG, AUGMENT_SHEAR_DEG, AUGMENT_SHIFT
 from tuner.spec import IMAGENET_PREPROCESSING, Preprocessing
+from tuner.training import inputs
 from tuner.training.inputs import build_loaders
+from tuner.training.session import LocalSession
+from tuner.training.trial import run_trial
 
 v2 = torchvision.transforms.v2
 HALF = Preprocessing((0.5, 0.5, 0.5), (0.5, 0.5, 0.5), interpolation="bicubic")
@@ -151,3 +155,40 @@ def test_the_pipeline_runs_on_cuda(small_data):
     augmented = build_loaders(small_data, {**config, "augment": True}, HALF, torch.Generator().manual_seed(0),
                               torch.device("cuda"))
     assert next(iter(augmented[0]))[0].is_cuda
+
+
+def test_a_split_at_the_target_size_is_the_trials_without_a_copy(tiny_data, tmp_path, monkeypatch):
+    """A split already at ``image_size`` is prepared without a copy, so the trials on a node share Ray's
+    one copy of it. Through the trial: on read-only arrays (what the object store hands a worker) it
+    trains, on the data's own memory, to the numbers a private writable copy gives."""
+    colour = Split(np.random.default_rng(2).integers(0, 256, (4, 28, 28, 3), dtype=np.uint8), np.arange(4) % 2)
+    for split in (tiny_data.train, colour):
+        assert np.shares_memory(prepare_split(split, 28, None, "bilinear").images.numpy(), split.images)
+        assert np.shares_memory(prepare_split(split, 28, 28, "bilinear").images.numpy(), split.images)
+        assert not np.shares_memory(prepare_split(split, 32, None, "bilinear").images.numpy(), split.images)
+
+    def read_only(split: Split) -> Split:
+        images = split.images.copy()
+        images.setflags(write=False)
+        return dataclasses.replace(split, images=images)
+
+    shared = dataclasses.replace(tiny_data, train=read_only(tiny_data.train), val=read_only(tiny_data.val),
+                                 test=read_only(tiny_data.test))
+    prepared: list[tuple[Split, torch.Tensor]] = []
+
+    def recording(split, *args):
+        result = batches.prepare_split(split, *args)
+        prepared.append((split, result.images))
+        return result
+
+    monkeypatch.setattr(inputs, "prepare_split", recording)
+    config = {"backbone": "resnet18", "weights": "none", "image_size": 28, "batch_size": 16, "epochs": 1,
+              "augment": True, "seed": 3}
+    runs = []
+    for name, data in (("shared", shared), ("copy", tiny_data)):
+        session = LocalSession(tmp_path / name)
+        with contextlib.redirect_stdout(io.StringIO()):
+            run_trial(config, data, session)
+        runs.append({k: session.history[0][k] for k in ("train_loss", "val_auc", "test_auc")})
+    assert len(prepared) == 6 and all(np.shares_memory(images.numpy(), split.images) for split, images in prepared)
+    assert runs[0] == runs[1]

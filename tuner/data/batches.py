@@ -21,6 +21,7 @@ then moved to the trial's device as uint8, augmented there in one call, and norm
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -48,19 +49,35 @@ class PreparedSplit:
 
 
 def prepare_split(split: Split, image_size: int, resize_size: int | None, interpolation: str) -> PreparedSplit:
-    """Resize (and centre-crop) every image of ``split`` once, with the per-image transform's own steps.
+    """Resize (and centre-crop) every image of ``split`` once, with the per-image transform's own steps;
+    a split already at the target size is used as it is, without a copy.
     One array of equal-sized images is resized in chunks of ``PREPARE_CHUNK`` (the same pixels: each
     image is resized on its own inside the kernel; a chunk is copied, since arrays from Ray's object
     store are read-only); a list of differently sized images one by one."""
     resize = v2.Compose(resize_steps(image_size, resize_size, interpolation))
     images = split.images
+    labels = torch.from_numpy(np.array(split.labels))
+    labels = labels if labels.ndim == 2 else labels.long()
+    if _at_target_size(images, image_size, resize_size):
+        # Resizing to its own size gives the same pixels: keep the split's own array, not a copy. Ray's
+        # object store shares it between the trials on a node (read-only, and only ever read here).
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", "The given NumPy array is not writable")
+            shared = torch.from_numpy(images)
+        return PreparedSplit(_channels_first(shared, batched=True), labels)
     if isinstance(images, np.ndarray):
         chunks = [resize(_channels_first(torch.tensor(images[start:start + PREPARE_CHUNK]), batched=True))
                   for start in range(0, len(images), PREPARE_CHUNK)]
     else:
         chunks = [resize(_channels_first(torch.tensor(image), batched=False)).unsqueeze(0) for image in images]
-    labels = torch.from_numpy(np.array(split.labels))
-    return PreparedSplit(torch.cat(chunks).contiguous(), labels if labels.ndim == 2 else labels.long())
+    return PreparedSplit(torch.cat(chunks).contiguous(), labels)
+
+
+def _at_target_size(images: np.ndarray | list, image_size: int, resize_size: int | None) -> bool:
+    """Whether a split is one uint8 array of ``image_size`` squares that the resize steps leave as they
+    are (no resize, or a resize of the shorter side to ``image_size`` before the centre crop)."""
+    return (isinstance(images, np.ndarray) and images.dtype == np.uint8 and images.ndim in (3, 4)
+            and images.shape[1] == images.shape[2] == image_size and resize_size in (None, image_size))
 
 
 def _channels_first(images: torch.Tensor, *, batched: bool) -> torch.Tensor:
