@@ -179,7 +179,7 @@ def _growth_per_100(result: dict) -> float:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--short", action="store_true")
-    parser.add_argument("--trials", type=int, default=200, help="trials of the single search")
+    parser.add_argument("--trials", type=int, default=200, help="trials of the single search (0: none)")
     parser.add_argument("--pair", type=int, default=200, help="trials of each of the two concurrent searches (0: none)")
     parser.add_argument("--storage", help="keep the searches here (default: a scratch folder)")
     parser.add_argument("--search-run", help=argparse.SUPPRESS)  # one search, in a fresh driver process
@@ -196,23 +196,24 @@ def main() -> int:
     note(f"load: timm/test_resnet, 1 epoch on 64 images; storage {where}; {_common.machine()}")
     ok = True
 
-    single = _finish(_start("single", args.trials, dataset, storage, 0))
-    problems = check_exactly_once(single)
-    ok &= not problems
-    minutes = single["wall_s"] / 60
-    note(f"single search: {single['trials']} trials in {single['wall_s']:.0f} s; driver RSS "
-         f"{single['rss_start'] / 2**20:.0f} -> {single['rss_end'] / 2**20:.0f} MiB; MLflow logger "
-         f"{single['logger_s']:.1f} s in {single['logger_calls']} callbacks; problems: {problems or 'none'}")
-    figure("load.exactly_once.single", "yes" if not problems else "NO", "yes", not problems,
-           what=f"{args.trials} trials: each in MLflow exactly once, FINISHED, val/test AUC once per epoch")
-    figure("load.trials_per_minute.single", single["trials"] / minutes, fmt="{:.1f}",
-           what="trials finished per minute of run_search (1 CPU per trial, 2 at a time)")
-    figure("load.driver_rss_growth_mib_per_100_trials", _growth_per_100(single), fmt="{:.1f}",
-           what="driver RSS slope over the second half of the trials, MiB per 100 trials")
-    figure("load.driver_rss_mib_start_end", f"{single['rss_start'] / 2**20:.0f} -> {single['rss_end'] / 2**20:.0f}",
-           what="driver RSS after Ray started, and after the search")
-    figure("load.logger_share_of_wall", single["logger_s"] / single["wall_s"], fmt="{:.3f}",
-           what="time in the MLflow logger's callbacks / the search's wall time (the logger keeping up)")
+    if args.trials:
+        single = _finish(_start("single", args.trials, dataset, storage, 0))
+        problems = check_exactly_once(single)
+        ok &= not problems
+        minutes = single["wall_s"] / 60
+        note(f"single search: {single['trials']} trials in {single['wall_s']:.0f} s; driver RSS "
+             f"{single['rss_start'] / 2**20:.0f} -> {single['rss_end'] / 2**20:.0f} MiB; MLflow logger "
+             f"{single['logger_s']:.1f} s in {single['logger_calls']} callbacks; problems: {problems or 'none'}")
+        figure("load.exactly_once.single", "yes" if not problems else "NO", "yes", not problems,
+               what=f"{args.trials} trials: each in MLflow exactly once, FINISHED, val/test AUC once per epoch")
+        figure("load.trials_per_minute.single", single["trials"] / minutes, fmt="{:.1f}",
+               what="trials finished per minute of run_search (1 CPU per trial, 2 at a time)")
+        figure("load.driver_rss_growth_mib_per_100_trials", _growth_per_100(single), fmt="{:.1f}",
+               what="driver RSS slope over the second half of the trials, MiB per 100 trials")
+        figure("load.driver_rss_mib_start_end", f"{single['rss_start'] / 2**20:.0f} -> {single['rss_end'] / 2**20:.0f}",
+               what="driver RSS after Ray started, and after the search")
+        figure("load.logger_share_of_wall", single["logger_s"] / single["wall_s"], fmt="{:.3f}",
+               what="time in the MLflow logger's callbacks / the search's wall time (the logger keeping up)")
 
     if args.pair:
         procs = [_start(f"pair-{i}", args.pair, dataset, storage, 10 + i) for i in range(2)]
