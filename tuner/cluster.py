@@ -1,13 +1,6 @@
 """Ray start-up for every command that runs trials (``medtune tune``, ``medtune pretrain --search``):
 join the cluster ``$RAY_ADDRESS`` names, else start Ray on this machine, and check that some node can
-hold one trial before any trial is queued.
-
-A Ray started here gets ``OMP_WAIT_POLICY=PASSIVE`` (unless the variable is set): a trial with N CPUs
-runs N OpenMP threads, and by default an idle one spins before it sleeps. When anything else shares the
-cores (the driver, Ray's daemons, another program), the spinning threads take the cores the working
-ones need: a 2-thread Lite0 epoch beside a busy neighbour took 103 s instead of 13 s here. On idle cores
-the passive policy costs next to nothing (``benchmarks/omp_wait.py``). Cluster nodes set it in their own
-environment (``docker/compose.yaml``)."""
+hold one trial before any trial is queued."""
 
 from __future__ import annotations
 
@@ -16,8 +9,6 @@ import socket
 
 from tuner.errors import ConfigError
 from tuner.terminal import VERBOSE, level, reroute_library_logs
-
-OMP_WAIT_VARIABLE = "OMP_WAIT_POLICY"  # PASSIVE for a local Ray's workers unless set: see the module's docstring
 
 
 def init_ray(cpus_per_trial: float, gpus_per_trial: float) -> None:
@@ -30,8 +21,6 @@ def init_ray(cpus_per_trial: float, gpus_per_trial: float) -> None:
         address = os.environ.get("RAY_ADDRESS")
         if address:
             check_ray_address(address)
-        else:  # the local Ray's daemons, and the trial workers they start, inherit this process's environment
-            os.environ.setdefault(OMP_WAIT_VARIABLE, "PASSIVE")
         try:
             # Below --verbose, the trials' own output (checkpoint notices) stays in Ray's worker logs.
             ray.init(address=address or None, include_dashboard=False, log_to_driver=level() == VERBOSE,
