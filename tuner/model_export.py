@@ -11,7 +11,6 @@ it kept (``best_model.pt``).
 
 from __future__ import annotations
 
-import math
 import os
 import sys
 import tempfile
@@ -33,8 +32,7 @@ from tuner._torchvision import torchvision
 from tuner.data import DatasetSplits
 from tuner.ensemble_model import EnsembleModel, export_ensemble, load_ensemble
 from tuner.errors import ConfigError
-from tuner.schema import COMPLETED, trial_outcome
-from tuner.search_summary import SearchOutcome
+from tuner.search_summary import SearchOutcome, ran_full_budget
 from tuner.tracking import TRACKING_URI_ENV, redact, trial_config_id
 
 BEST_MODEL_NAME = "best_model"  # the search's best trial, on the parent run
@@ -74,17 +72,11 @@ def confirmed_best(results: Iterable[Any]) -> Any | None:
     for result in results:
         if result.config is not None:
             groups.setdefault(trial_config_id(result.config), []).append(result)
-    complete = [replicates for replicates in groups.values() if all(_completed(r) for r in replicates)]
+    complete = [replicates for replicates in groups.values() if all(ran_full_budget(r) for r in replicates)]
     if not complete:
         return None
     chosen = max(complete, key=lambda replicates: float(np.mean([r.metrics["best_score"] for r in replicates])))
     return max(chosen, key=lambda r: r.metrics["best_score"])
-
-
-def _completed(result: Any) -> bool:
-    metrics = result.metrics or {}
-    return (result.error is None and math.isfinite(metrics.get("best_score", math.nan))
-            and trial_outcome(result.config, metrics) == COMPLETED)
 
 
 def log_confirmed_model(results: Iterable[Any], tracking_uri: str, parent_run_id: str, data: DatasetSplits,

@@ -75,9 +75,15 @@ def summarise(results: Any, name: str, experiment_dir: Path, tracking_uri: str, 
 def best_result(results: Any) -> Any:
     """The trial validation ranks first (``best_score``) among those that ran their full budget, when
     any did; a trial ASHA stopped early was judged on fewer epochs, and may hold no best-epoch weights."""
-    full = [r for r in results if r.error is None and r.config is not None
-            and trial_outcome(r.config, r.metrics or {}) == COMPLETED
-            and math.isfinite(r.metrics.get("best_score", math.nan))]
+    full = [r for r in results if ran_full_budget(r)]
     if not full:
         return results.get_best_result(metric="best_score", mode="max", scope="last")
     return max(full, key=lambda r: r.metrics["best_score"])
+
+
+def ran_full_budget(result: Any) -> bool:
+    """A Tune ``Result`` that ran its whole budget without error, with a finite best validation score:
+    the trials (and replicates) a best model may be chosen among."""
+    metrics = result.metrics or {}
+    return (result.error is None and result.config is not None and math.isfinite(metrics.get("best_score", math.nan))
+            and trial_outcome(result.config, metrics) == COMPLETED)
