@@ -4,6 +4,7 @@ is unset, the tests point it at ../shared/data/medmnist (where this project's ma
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -30,6 +31,28 @@ os.environ.setdefault("MEDTUNE_DATA_ROOT", str(REPO.parent / "shared" / "data" /
 # No test downloads a data set: a missing MedMNIST file is refused, not fetched (test_data_download.py
 # turns this off for its own server on 127.0.0.1).
 os.environ["MEDTUNE_OFFLINE"] = "1"
+
+
+class ModuleFolders:
+    """``tmp_path_factory.mktemp`` for one test module: its folders go when the module ends."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def mktemp(self, name: str) -> Path:
+        path = self.root / name
+        path.mkdir()
+        return path
+
+
+@pytest.fixture(scope="module")
+def module_tmp_factory(tmp_path_factory, request) -> Iterator[ModuleFolders]:
+    """Folders for one test module's shared searches and trials, removed when the module ends.
+    ``tmp_path_factory``'s folders live until the session ends, and a resnet18 trial leaves 130 MB of
+    checkpoints: kept for the whole run they filled CI's disk (7 GB by the last module)."""
+    root = tmp_path_factory.mktemp(request.module.__name__.rsplit(".", 1)[-1])
+    yield ModuleFolders(root)
+    shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -62,8 +62,8 @@ def frame_differences(a: pd.DataFrame, b: pd.DataFrame) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def study_space(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("spaces")
+def study_space(module_tmp_factory):
+    folder = module_tmp_factory.mktemp("spaces")
     (folder / "analysis_probe.py").write_text(textwrap.dedent(SPACE))
     search_spaces.__path__.append(str(folder))
     yield "analysis_probe"
@@ -85,8 +85,8 @@ def ray_here():
 
 
 @pytest.fixture(scope="module")
-def study(ray_here, small_npz, study_space, tmp_path_factory):
-    storage = tmp_path_factory.mktemp("study")
+def study(ray_here, small_npz, study_space, module_tmp_factory):
+    storage = module_tmp_factory.mktemp("study")
     outcome = run_search(
         SearchRequest(
             space=study_space,
@@ -123,13 +123,13 @@ def test_the_tune_folder_alone_gives_the_same_frame_as_mlflow(study):
 
 
 @pytest.fixture(scope="module")
-def reports(study, tmp_path_factory):
+def reports(study, module_tmp_factory):
     from tuner.cli import main
 
     storage, outcome = study
     out = {}
     for source in ("mlflow", "tune"):
-        out[source] = tmp_path_factory.mktemp(f"report-{source}")
+        out[source] = module_tmp_factory.mktemp(f"report-{source}")
         argv = [
             "analyze",
             "--experiment",

@@ -83,8 +83,8 @@ def _confirm(rng, seeds=(10, 11, 12, 13, 14), drop: tuple[str, int] | None = Non
 
 
 @pytest.fixture(scope="module")
-def confirmed(tmp_path_factory) -> Path:
-    storage = tmp_path_factory.mktemp("confirmed")
+def confirmed(module_tmp_factory) -> Path:
+    storage = module_tmp_factory.mktemp("confirmed")
     rng = np.random.default_rng(3)
     _folder(storage, "study", _search(rng))
     _folder(storage, confirm_experiment("study"), _confirm(rng), stage=CONFIRM)
@@ -109,8 +109,8 @@ def test_loading_gives_each_trial_its_stage_configuration_and_outcome(confirmed)
 
 
 @pytest.fixture(scope="module")
-def confirmed_report(confirmed, tmp_path_factory):
-    out = tmp_path_factory.mktemp("report")
+def confirmed_report(confirmed, module_tmp_factory):
+    out = module_tmp_factory.mktemp("report")
     report = build_report("study", storage=confirmed, out=out, source="tune",
                           options=AnalysisOptions(formula="test_auc ~ C(head, Treatment('linear'))",
                                                   compare=["head=linear,conv,convskip"], resamples=500, refits=99))

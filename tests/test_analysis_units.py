@@ -169,9 +169,9 @@ def strategy_study(
 
 
 @pytest.fixture(scope="module")
-def study_storage(tmp_path_factory) -> Path:
+def study_storage(module_tmp_factory) -> Path:
     """Two data sets (two searches), three strategies, two backbones, two learning rates, three seeds."""
-    storage = tmp_path_factory.mktemp("study")
+    storage = module_tmp_factory.mktemp("study")
     rng = np.random.default_rng(7)
     write_experiment(storage, "study-a", strategy_study(rng), dataset="synth_a")
     write_experiment(storage, "study-b", strategy_study(rng, n_test=60), dataset="synth_b")
@@ -624,10 +624,10 @@ def test_an_experiment_with_no_finished_trials_is_a_clear_error(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def study_report(study_storage, tmp_path_factory):
+def study_report(study_storage, module_tmp_factory):
     from analysis.report import AnalysisOptions, build_report
 
-    out = tmp_path_factory.mktemp("report")
+    out = module_tmp_factory.mktemp("report")
     report = build_report(
         ["study-a", "study-b"],
         storage=study_storage,

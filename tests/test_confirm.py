@@ -47,10 +47,10 @@ class _CtrlCAfterTwoRuns(tune.Callback):
 
 
 @pytest.fixture(scope="module")
-def confirmed(ray_local, small_npz, tmp_path_factory):
+def confirmed(ray_local, small_npz, module_tmp_factory):
     """A 3-trial grid search (one per head, 2 epochs); then `medtune confirm --per-level head --seeds 2`,
     interrupted after two of its six runs, and `medtune confirm --resume`."""
-    storage = tmp_path_factory.mktemp("results")
+    storage = module_tmp_factory.mktemp("results")
     search = run_search(SearchRequest(space="quick", dataset=str(small_npz), max_epochs=2, search="grid",
                                       pins=PINS, storage=str(storage), experiment="explore"))
     command = ["confirm", "--experiment", "explore", "--storage", str(storage)]

@@ -32,9 +32,9 @@ PINS = {"lr": [0.01], "kernel_size": [3]}  # the quick space narrowed to one con
 
 
 @pytest.fixture(scope="module")
-def searched(ray_local, small_npz, tmp_path_factory):
+def searched(ray_local, small_npz, module_tmp_factory):
     """The search, and a confirmation stage of its best configuration with two fresh seeds."""
-    storage = tmp_path_factory.mktemp("results")
+    storage = module_tmp_factory.mktemp("results")
     before = os.environ.get("MLFLOW_TRACKING_URI")
     # grace 2 = every epoch: ASHA stops no trial, so each ends with a checkpoint of its best weights
     run_search(SearchRequest(space="quick", dataset=str(small_npz), max_epochs=2, search="grid", pins=PINS,

@@ -24,12 +24,12 @@ BASE = {"backbone": "resnet18", "head": "convskip", "kernel_size": 3, "filters":
 
 
 @pytest.fixture(scope="module")
-def start_file(tmp_path_factory) -> str:
+def start_file(module_tmp_factory) -> str:
     """A fixed random ResNet-18 trunk saved as a state-dict file (a stand-in for pretrained weights)."""
     torch.manual_seed(21)
     trunk = get_backbone("resnet18").build(weights=None)
     trunk.fc = torch.nn.Identity()
-    path = tmp_path_factory.mktemp("weights") / "resnet18_start.pt"
+    path = module_tmp_factory.mktemp("weights") / "resnet18_start.pt"
     torch.save(trunk.state_dict(), path)
     return str(path)
 

@@ -27,8 +27,8 @@ COMMON, RARE = 40, 8
 
 
 @pytest.fixture(scope="module")
-def skewed(tmp_path_factory, breastmnist):
-    path = save_npz_subset(breastmnist, tmp_path_factory.mktemp("skewed") / "skewed.npz",
+def skewed(module_tmp_factory, breastmnist):
+    path = save_npz_subset(breastmnist, module_tmp_factory.mktemp("skewed") / "skewed.npz",
                            {"train": (RARE, COMMON), "val": (8, 8), "test": (8, 8)})
     return load_dataset(str(path))
 

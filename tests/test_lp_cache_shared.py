@@ -30,18 +30,18 @@ def _weights(folder: Path, seed: int) -> str:
 
 
 @pytest.fixture(scope="module")
-def key_data(breastmnist, tmp_path_factory):
+def key_data(breastmnist, module_tmp_factory):
     """24 training, 10 validation, 10 test images: a key test needs outputs, not learning."""
     from tuner.data import load_dataset, save_npz_subset
 
-    path = tmp_path_factory.mktemp("tiny") / "tiny.npz"
+    path = module_tmp_factory.mktemp("tiny") / "tiny.npz"
     return load_dataset(str(save_npz_subset(breastmnist, path, {"train": (8, 16), "val": (5, 5), "test": (5, 5)})))
 
 
 @pytest.fixture(scope="module")
-def weight_files(tmp_path_factory) -> tuple[str, str]:
+def weight_files(module_tmp_factory) -> tuple[str, str]:
     """Two fixed ResNet-18 trunks (stand-ins for two sets of pretrained weights)."""
-    folder = tmp_path_factory.mktemp("weights")
+    folder = module_tmp_factory.mktemp("weights")
     return _weights(folder, 21), _weights(folder, 22)
 
 

@@ -26,10 +26,10 @@ TIMEOUT_MS = 120_000
 
 
 @pytest.fixture(scope="module")
-def served_search(ray_local, small_npz, tmp_path_factory):
+def served_search(ray_local, small_npz, module_tmp_factory):
     """A real ``medtune tune`` (quick space: resnet18 at 28 px, one trial per head arm, 2 epochs) into a
     local sqlite store, and an MLflow server on that store."""
-    storage = tmp_path_factory.mktemp("results")
+    storage = module_tmp_factory.mktemp("results")
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
         status = main(["tune", "--space", "quick", "--dataset", str(small_npz), "--num-samples", "3",

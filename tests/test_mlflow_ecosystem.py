@@ -51,9 +51,9 @@ def _restore_tracking_uri():
 
 
 @pytest.fixture(scope="module")
-def search(ray_local, small_npz, tmp_path_factory):
+def search(ray_local, small_npz, module_tmp_factory):
     """Three trials (one per head: the quick space's arms), one epoch each, resnet18 at 28 px."""
-    storage = tmp_path_factory.mktemp("eco")
+    storage = module_tmp_factory.mktemp("eco")
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         status = main(["tune", "--space", "quick", "--dataset", str(small_npz), "--num-samples", "3",

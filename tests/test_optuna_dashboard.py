@@ -64,9 +64,9 @@ SHORT_KINDS = ["good", "weak", "boom"]  # one trial each: COMPLETE, PRUNED by AS
 
 
 @pytest.fixture(scope="module")
-def fake_search(ray_local, tmp_path_factory):
+def fake_search(ray_local, module_tmp_factory):
     """Real Tune and ASHA over a trainable that reports like a trial (``tests.test_optuna_study``)."""
-    folder = tmp_path_factory.mktemp("fake")
+    folder = module_tmp_factory.mktemp("fake")
     url, trials = _fake_search(folder, SHORT_KINDS, "phase_epoch")
     return folder, url, trials
 

@@ -169,10 +169,10 @@ def test_the_studies_survive_tunes_pickling_for_resume(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def finished_strategies_search(ray_local, small_npz, tmp_path_factory):
+def finished_strategies_search(ray_local, small_npz, module_tmp_factory):
     """A real finetune_strategies search through ``medtune tune``: resnet18 at 28 px, 4 epochs, the ft,
     lp and lp_ft arms, 2 trials each."""
-    storage = tmp_path_factory.mktemp("results")
+    storage = module_tmp_factory.mktemp("results")
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
         status = main(["tune", "--space", "finetune_strategies", "--dataset", str(small_npz), "--num-samples", "6",

@@ -61,9 +61,9 @@ def _logged_params(result: dict, config: dict, tmp_path: Path) -> dict[str, str]
 
 
 @pytest.fixture(scope="module")
-def torchvision_home(tmp_path_factory) -> Path:
+def torchvision_home(module_tmp_factory) -> Path:
     """A fixed ResNet-18 trunk where torchvision caches its ImageNet weights."""
-    home = tmp_path_factory.mktemp("torch-home")
+    home = module_tmp_factory.mktemp("torch-home")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("TORCH_HOME", str(home))
         spec = get_backbone("resnet18")

@@ -163,10 +163,10 @@ def test_encoder_is_the_classifiers_trunk(backbone):
 # --- a real pretraining run on BreastMNIST, through the CLI ------------------------------------------
 
 @pytest.fixture(scope="module")
-def pretrained(tmp_path_factory, breastmnist):
+def pretrained(module_tmp_factory, breastmnist):
     """``medtune pretrain`` on all 546 BreastMNIST training images, 3 epochs at 28 px, recording the
     beta of every training batch's loss and the channels every reconstruction term was computed on."""
-    storage = tmp_path_factory.mktemp("pretrain")
+    storage = module_tmp_factory.mktemp("pretrain")
     betas, channels = [], set()
     original, original_terms = pretrain_train.vae_loss, pretrain_vae.vae_terms
 

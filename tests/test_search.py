@@ -21,8 +21,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def finished_search(ray_local, small_npz, tmp_path_factory):
-    storage = tmp_path_factory.mktemp("results")
+def finished_search(ray_local, small_npz, module_tmp_factory):
+    storage = module_tmp_factory.mktemp("results")
     request = SearchRequest(space="quick", dataset=str(small_npz), num_samples=9, max_epochs=4,
                             search="optuna", storage=str(storage), experiment="asha-test", seed=3)
     return run_search(request), storage

@@ -21,13 +21,13 @@ from tuner.search import SearchRequest, run_search
 
 
 @pytest.fixture(scope="module")
-def encoder(small_data, tmp_path_factory):
+def encoder(small_data, module_tmp_factory):
     """A ResNet-18 encoder pretrained for one epoch on the real-image subset (28 px)."""
     config = make_pretrain_config({"backbone": "resnet18", "image_size": 28, "latent_dim": 8, "decoder_width": 16,
                                    "epochs": 1, "batch_size": 32})
     snapshots = []
     train_vae(config, small_data, lambda metrics, snapshot: snapshots.append(snapshot))
-    return snapshots[0].write(tmp_path_factory.mktemp("encoder"))
+    return snapshots[0].write(module_tmp_factory.mktemp("encoder"))
 
 
 def test_ssl_random_trunk_and_scratch_search_logs_every_arm_with_gap_metrics(ray_local, small_npz, encoder,

@@ -37,9 +37,9 @@ ESPRESSO = 967
 
 
 @pytest.fixture(scope="module")
-def lite0_weights(tmp_path_factory) -> Path:
+def lite0_weights(module_tmp_factory) -> Path:
     """The package's efficientnet_pytorch checkpoint, converted to timm's key names."""
-    return import_weights(LITE0_FILE, LITE0, tmp_path_factory.mktemp("lite0") / "lite0.pth")
+    return import_weights(LITE0_FILE, LITE0, module_tmp_factory.mktemp("lite0") / "lite0.pth")
 
 
 def test_lite0_layer_groups_are_timms_coarse_groups_stem_first():
@@ -180,9 +180,9 @@ class _LastTrunk(LocalSession):
 
 
 @pytest.fixture(scope="module")
-def random_lite0_file(tmp_path_factory) -> Path:
+def random_lite0_file(module_tmp_factory) -> Path:
     torch.manual_seed(11)
-    path = tmp_path_factory.mktemp("start") / "lite0_random.pt"
+    path = module_tmp_factory.mktemp("start") / "lite0_random.pt"
     torch.save(get_backbone(LITE0).build(weights=None).state_dict(), path)
     return path
 
