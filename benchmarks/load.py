@@ -13,7 +13,7 @@ exactly one child run per Tune trial (by trial id), each FINISHED with val_auc a
 once per reported epoch.
 
     python benchmarks/load.py                # one search of 200 trials, then two at once of 200 each
-    python benchmarks/load.py --short        # CI: 12 trials, then two at once of 6
+    python benchmarks/load.py --short        # CI (tests/test_load.py): 6 trials, then two at once of 3
     python benchmarks/load.py --trials 200 --pair 0    # just the single search
 """
 
@@ -190,7 +190,7 @@ def main() -> int:
         search_run(args)
         return 0
     if args.short:
-        args.trials, args.pair = 12, 6
+        args.trials, args.pair = 6, 3
     storage, where = _common.search_storage(args.storage, "medtune-load-")
     dataset = tiny_dataset(_common.scratch_dir("medtune-load-data-"))
     note(f"load: timm/test_resnet, 1 epoch on 64 images; storage {where}; {_common.machine()}")

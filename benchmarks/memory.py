@@ -23,7 +23,7 @@ trainable's module (what a worker loads) and ``tuner.search`` (what it loaded be
 moved out of it); and the model's and optimizer's bytes.
 
     python benchmarks/memory.py            # 1 GiB of 224 px images, 4 trials vs 1, 60 s windows
-    python benchmarks/memory.py --short    # CI: 24 MiB, 2 trials vs 1, 8 s windows
+    python benchmarks/memory.py --short    # CI: 24 MiB, 2 trials vs 1, 4 s windows
 """
 
 from __future__ import annotations
@@ -177,7 +177,7 @@ def main() -> None:
     parser.add_argument("--window", type=float, default=60.0, help="seconds sampled once all trials run")
     args = parser.parse_args()
     if args.short:
-        args.data_gb, args.trials, args.window = 24 / 1024, 2, 8.0
+        args.data_gb, args.trials, args.window = 24 / 1024, 2, 4.0
     import ray
 
     folder = _common.scratch_dir("medtune-memory-")

@@ -103,9 +103,9 @@ def train_grid(args: argparse.Namespace) -> None:
     for index, point in enumerate(points):
         if point_key(point) in done:
             continue
-        fixed = {"epochs": args.epochs, "seed": 0, "backbone": args.backbone}
-        (asked,) = enumerate_space(define, point["pins"])
-        config = make_trial_config({**asked, **fixed})  # the space's constants give way to the grid's
+        grid_pins = {**point["pins"], "epochs": args.epochs, "seed": 0, "backbone": args.backbone}
+        (asked,) = enumerate_space(define, grid_pins)
+        config = make_trial_config(asked)
         session = LocalSession(_common.scratch_dir("medtune-tabular-"))
         start = time.perf_counter()
         with contextlib.redirect_stdout(io.StringIO()):

@@ -54,6 +54,13 @@ class Space:
         """``grid`` lists the values a grid search tries (default: the two bounds)."""
         return self._record(name, lambda: self._float(name, low, high, log, list(grid or (low, high))))
 
+    def configuration(self, constants: Mapping[str, Any] | None) -> dict[str, Any]:
+        """The configuration one pass through ``define`` gave: the constants it returned, every value it
+        asked, and the fixed pins. A pin overrides a constant of the same name (``--set image_size=64``
+        over a space that returns ``image_size: 28``); a list pin only narrows a question."""
+        fixed = {key: value for key, value in self.pins.items() if not isinstance(value, list)}
+        return {**(constants or {}), **self.values, **fixed}
+
     def _record(self, name: str, ask: Callable[[], Any]) -> Any:
         if name in REPLICATE_KEYS:
             raise ConfigError(f"the search space asks for {name!r}, but seeds and folds are replicates, not "
@@ -123,13 +130,13 @@ class _PathSpace(Space):
 
 def enumerate_space(define: Define, pins: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
     """Every configuration of the space's grid: all choices, all ints, floats at their ``grid``
-    values, following conditional branches. Each result holds the asked values and the constants."""
+    values, following conditional branches. Each result is ``Space.configuration``: constants, asked
+    values and fixed pins."""
     configs: list[dict[str, Any]] = []
     path: list[int] | None = []
     while path is not None:
         space = _PathSpace(path, pins)
-        constants = define(space) or {}
-        configs.append({**constants, **space.values})
+        configs.append(space.configuration(define(space)))
         path = _next_path(path + [0] * (len(space.widths) - len(path)), space.widths)
     return configs
 

@@ -145,8 +145,8 @@ class RayCluster:
         stop_group(self.nodes.pop(name), signal.SIGKILL)
 
     def stop(self) -> None:
-        for name in list(self.nodes)[::-1]:
-            stop_group(self.nodes.pop(name))
+        for name in list(self.nodes)[::-1]:  # `ray start --block` can take 30 s over a SIGTERM; nothing to keep
+            stop_group(self.nodes.pop(name), timeout_s=5)
         for log in self.logs:
             log.close()
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -21,9 +22,9 @@ from tuner.tracking import open_experiment
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _run_load(storage: Path, trials: int, pair: int, timeout: float) -> str:
-    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "load.py"), "--trials", str(trials), "--pair",
-                           str(pair), "--storage", str(storage)], capture_output=True, text=True, cwd=REPO,
+def _run_load(storage: Path, options: list[str], timeout: float) -> str:
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "load.py"), *options, "--storage", str(storage)],
+                          capture_output=True, text=True, cwd=REPO,
                           timeout=timeout, env={**os.environ, "PYTHONPATH": str(REPO)})
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc.stdout
@@ -48,9 +49,13 @@ def _assert_exactly_once(storage: Path, experiment: str, trials: int) -> None:
 
 
 def test_short_load_every_trial_in_mlflow_exactly_once(tmp_path):
-    stdout = _run_load(tmp_path, trials=6, pair=3, timeout=900)
+    """The benchmark's short form (tests/test_benchmarks.py leaves it to this test, which also reads the
+    stores back): its figures, then MLflow against Tune's trials."""
+    stdout = _run_load(tmp_path, ["--short"], timeout=900)
     assert "FIGURE load.exactly_once.single = yes" in stdout
     assert "FIGURE load.exactly_once.two_at_once = yes" in stdout
+    for name in ("load.trials_per_minute.single", "load.driver_rss_growth_mib_per_100_trials"):
+        assert re.search(rf"^FIGURE {re.escape(name)} = -?[0-9.]+ \|", stdout, re.MULTILINE), (name, stdout[-2000:])
     _assert_exactly_once(tmp_path, "single", 6)
     for name in ("pair-0", "pair-1"):  # the two searches that ran at once into one mlflow.db
         _assert_exactly_once(tmp_path, name, 3)
@@ -58,7 +63,7 @@ def test_short_load_every_trial_in_mlflow_exactly_once(tmp_path):
 
 @pytest.mark.long
 def test_200_trial_search_and_two_at_once(tmp_path):
-    stdout = _run_load(tmp_path, trials=200, pair=200, timeout=7200)
+    stdout = _run_load(tmp_path, ["--trials", "200", "--pair", "200"], timeout=7200)
     assert "FIGURE load.exactly_once.single = yes" in stdout
     assert "FIGURE load.exactly_once.two_at_once = yes" in stdout
     _assert_exactly_once(tmp_path, "single", 200)

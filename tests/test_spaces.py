@@ -147,3 +147,17 @@ def test_the_optuna_config_holds_the_space_constants_and_asked_constants():
     assert config["epochs"] == 50 and config["weights"] == "none"
     config = _OptunaDefine("ssl_vs_imagenet", {})(optuna.create_study().ask())
     assert config["backbone"] == "convnext_tiny"
+
+
+def test_a_pin_overrides_a_space_constant_in_the_grid_and_in_a_sampled_trial():
+    """``quick`` returns ``image_size: 28`` as a constant; ``--set image_size=32`` must win in every
+    configuration, on both paths a configuration is made by (the grid and Tune's Optuna define), and a
+    list pin of an asked value narrows it without leaking the list into the config."""
+    pins = {"image_size": 32, "weights": "none", "head": ["linear", "convskip"]}
+    grid = enumerate_space(get_space("quick").define, pins)
+    assert {c["image_size"] for c in grid} == {32} and {c["head"] for c in grid} == {"linear", "convskip"}
+    study = optuna.create_study()
+    for _ in range(4):
+        config = _OptunaDefine("quick", pins)(study.ask())
+        assert config["image_size"] == 32 and config["head"] in ("linear", "convskip")
+    assert {c["image_size"] for c in enumerate_space(get_space("quick").define, {"weights": "none"})} == {28}

@@ -229,7 +229,7 @@ def _train(args: argparse.Namespace) -> int:
     from tuner.training.trial import run_trial
 
     pins = pins_from_pairs(args.set)
-    config = make_trial_config({**enumerate_space(get_space(args.space).define, pins)[0], **pins})
+    config = make_trial_config(enumerate_space(get_space(args.space).define, pins)[0])
     data = load_dataset(args.dataset, args.data_root, patient_regex=args.patient_regex)
     print("medtune: training " + json.dumps(config), flush=True)
     out = Path(args.out)

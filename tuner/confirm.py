@@ -28,7 +28,6 @@ from tuner.confirm_select import Candidate, Selection, load_search, saved_reques
 from tuner.data import load_dataset
 from tuner.errors import ConfigError
 from tuner.model_export import log_confirmed_model
-from tuner.models import get_backbone
 from tuner.options import CONFIRM_OPTIONS, check_options
 from tuner.schema import (
     COMPLETED,
@@ -40,7 +39,7 @@ from tuner.schema import (
     confirm_experiment,
     trial_outcome,
 )
-from tuner.search_request import fit_weights
+from tuner.search_request import fit_all_weights
 from tuner.terminal import say
 from tuner.tracking import CONFIRM_RUNS, MlflowTrialLogger, open_store, redact, trial_config_id, trial_run_name
 from tuner.training.checkpoint import CHECKPOINT_RANK
@@ -145,8 +144,7 @@ def run_confirm(request: ConfirmRequest) -> ConfirmOutcome:
         chosen = select(search, request.selection)
         seeds = fresh_seeds(search.seeds, request.seeds)
         configs = replicate_configs(chosen, seeds, request.folds)
-        for backbone, weights in sorted({(c["backbone"], c["weights"]) for c in configs}):
-            fit_weights(get_backbone(backbone), weights)  # a file changed since the search: refused here
+        fit_all_weights(configs)  # a weights file changed since the search: refused here
         record = _record(request, search.record, chosen, seeds, str(search.directory))
     search_request = saved_request(record["request"])
     cpus = request.cpus_per_trial or search_request.cpus_per_trial

@@ -30,7 +30,7 @@ from search_spaces import enumerate_space, get_space
 from tuner.config import COMPONENTS, make_trial_config, trial_params, unknown_key_error
 from tuner.errors import ConfigError
 from tuner.schema import REPLICATE_KEYS, SEARCH_FILE
-from tuner.search_request import SearchRequest, effective_pins, fixed_pins
+from tuner.search_request import SearchRequest, effective_pins
 from tuner.tracking import read_results, trial_config_id
 
 Rule = Literal["top_k", "per_level", "factorial"]
@@ -170,8 +170,7 @@ def declared_cells(search: ExploredSearch, factors: Sequence[str]) -> list[tuple
     search's own pins: the arms a fair comparison must all have."""
     request = saved_request(search.record["request"])
     pins = effective_pins(request)
-    grid = [make_trial_config({**config, **fixed_pins(pins)})
-            for config in enumerate_space(get_space(request.space).define, pins)]
+    grid = [make_trial_config(config) for config in enumerate_space(get_space(request.space).define, pins)]
     return list(dict.fromkeys(tuple(config[f] for f in factors) for config in grid))
 
 

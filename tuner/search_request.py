@@ -107,9 +107,8 @@ def prepare(request: SearchRequest) -> tuple[ModuleType, list[dict[str, Any]]]:
                               f"Pin one (--set {key}=0), and replicate the chosen configurations with the "
                               "confirmation stage (medtune confirm --seeds N).")
     pins = effective_pins(request)
-    configs = [make_trial_config({**config, **fixed_pins(pins)}) for config in enumerate_space(space.define, pins)]
-    for backbone, weights in sorted({(c["backbone"], c["weights"]) for c in configs}):
-        fit_weights(get_backbone(backbone), weights)
+    configs = [make_trial_config(config) for config in enumerate_space(space.define, pins)]
+    fit_all_weights(configs)
     if request.search == "grid" and request.num_samples is not None:
         raise ConfigError(f"a grid search runs each of its {len(configs)} grid points once; drop --num-samples "
                           "(or use --search optuna / random to sample a number of trials).")
@@ -127,12 +126,13 @@ def effective_pins(request: SearchRequest) -> dict[str, Any]:
     return pins
 
 
-def fixed_pins(pins: dict[str, Any]) -> dict[str, Any]:
-    """Pins that fix a value; a list pin only narrows a choice, and the space's answer stands."""
-    return {k: v for k, v in pins.items() if not isinstance(v, list)}
-
-
 _fitted: set[tuple[str, str, str, int, float]] = set()
+
+
+def fit_all_weights(configs: list[dict[str, Any]]) -> None:
+    """``fit_weights`` for each (backbone, weights) pair the configurations use, once each."""
+    for backbone, weights in sorted({(config["backbone"], config["weights"]) for config in configs}):
+        fit_weights(get_backbone(backbone), weights)
 
 
 def fit_weights(spec: BackboneSpec, weights: str) -> None:

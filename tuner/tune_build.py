@@ -23,7 +23,7 @@ from tuner.arms import ArmPlan
 from tuner.config import TRIAL_DEFAULTS
 from tuner.optuna_study import ArmSearcher, StudySearch, study_name
 from tuner.progress import progress_callbacks
-from tuner.search_request import SearchRequest, effective_pins, fixed_pins
+from tuner.search_request import SearchRequest, effective_pins
 from tuner.terminal import tune_verbosity
 from tuner.tracking import trial_run_name
 from tuner.training.checkpoint import CHECKPOINT_RANK
@@ -137,5 +137,4 @@ class _OptunaDefine:
         ``constant`` such as ``epochs``) and the fixed pins; ``epochs`` always, which ASHA and the
         trial's outcome read."""
         space = OptunaSpace(trial, self.pins)
-        constants = get_space(self.space_name).define(space) or {}
-        return {"epochs": TRIAL_DEFAULTS["epochs"], **constants, **space.values, **fixed_pins(self.pins)}
+        return {"epochs": TRIAL_DEFAULTS["epochs"], **space.configuration(get_space(self.space_name).define(space))}
