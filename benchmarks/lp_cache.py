@@ -10,10 +10,12 @@ Then whole trials through ``run_trial`` (checkpoints included), cache on vs. off
 
 Then across trials (``tuner.training.feature_store``): a search of 8 lp trials on one backbone and one
 set of weights (a fixed ResNet-18 trunk saved as a file, standing in for pretrained weights), through
-real Ray Tune and MLflow, with the stored outputs shared between its trials vs. computed by each trial
-(``MEDTUNE_FEATURE_CACHE_SHARED=0``: the per-trial cache, as before). Each arm runs in its own process
-with Ray already started, and times ``run_search`` end to end; the arms alternate A/B/B/A. ASHA's
-grace period is the whole budget, so every trial runs every epoch in both arms.
+real Ray Tune and MLflow, in three arms: the stored outputs shared between its trials (the default);
+computed once by each trial (``MEDTUNE_FEATURE_CACHE_SHARED=0``, the per-trial cache); and recomputed by
+every epoch of every trial (``MEDTUNE_FEATURE_CACHE=0``, the peer the issue's goal names: a search
+without the cache). Each arm runs in its own process with Ray already started, and times
+``run_search`` end to end; the arms alternate A/B/C/C/B/A. ASHA's grace period is the whole budget, so
+every trial runs every epoch in every arm.
 
     python benchmarks/lp_cache.py            # BreastMNIST (546 training images), 4 epoch pairs per case
     python benchmarks/lp_cache.py --short    # CI: 96-image subset, 2 epoch pairs, lp only, a 4-trial search
@@ -40,6 +42,13 @@ CASES = [  # (backbone, image size, strategy extras)
     ("resnet18", 28, {"strategy": "topk", "unfreeze": 1}),
     ("densenet121", 32, {"strategy": "topk", "unfreeze": 1}),
 ]
+
+
+SEARCH_ARMS = {  # the cross-trial searches' arms: the environment each one's process runs in
+    "shared": {"MEDTUNE_FEATURE_CACHE": "1", "MEDTUNE_FEATURE_CACHE_SHARED": "1"},
+    "per_trial": {"MEDTUNE_FEATURE_CACHE": "1", "MEDTUNE_FEATURE_CACHE_SHARED": "0"},
+    "recompute": {"MEDTUNE_FEATURE_CACHE": "0"},
+}
 
 
 class _Arm:
@@ -170,26 +179,28 @@ def search_arm(args: argparse.Namespace) -> None:
 
 
 def cross_trial(dataset: str, *, size: int, epochs: int, trials: int, repetitions: int, cpus_per_trial: float) -> dict:
-    """The search with shared stored outputs vs. with each trial computing its own, A/B/B/A."""
+    """The search with shared stored outputs vs. each trial computing its own vs. no cache, A/B/C/C/B/A."""
     folder = _common.scratch_dir("medtune-lpshare-")
     weights = _weights_file(folder)
-    walls: dict[str, list[float]] = {"shared": [], "recompute": []}
+    walls: dict[str, list[float]] = {arm: [] for arm in SEARCH_ARMS}
     results: dict[str, dict] = {}
-    metrics: dict[str, list[list[float]]] = {"shared": [], "recompute": []}  # every repetition's val AUCs
-    for rep, arm in abba(["recompute", "shared"], repetitions):
+    metrics: list[list[float]] = []  # every search's sorted val AUCs
+    for rep, arm in abba(list(SEARCH_ARMS), repetitions):
         storage = folder / f"{arm}-{rep}"
         _, stdout = _common.run_python(
             [__file__, "--search-arm", arm, "--dataset", dataset, "--weights", weights, "--storage", str(storage),
              "--search-size", str(size), "--search-epochs", str(epochs), "--trials", str(trials),
-             "--cpus-per-trial", str(cpus_per_trial)],
-            env={"MEDTUNE_FEATURE_CACHE_SHARED": "1" if arm == "shared" else "0"})
+             "--cpus-per-trial", str(cpus_per_trial)], env=SEARCH_ARMS[arm])
         results[arm] = _common.last_json_line(stdout)
         assert results[arm]["errored"] == 0 and results[arm]["trials"] == trials, results[arm]
         walls[arm].append(results[arm]["wall_s"])
-        metrics[arm].append(results[arm]["val_auc"])
-    ratios = [r / s for r, s in zip(walls["recompute"], walls["shared"], strict=True)]
-    return {"speedup": median(ratios), "ratios": ratios, "walls": walls, "results": results,
-            "same_metrics": all(m == metrics["recompute"][0] for m in metrics["shared"] + metrics["recompute"])}
+        metrics.append(results[arm]["val_auc"])
+
+    def speedup(peer: str) -> float:
+        return median([p / s for p, s in zip(walls[peer], walls["shared"], strict=True)])
+
+    return {"over_recompute": speedup("recompute"), "over_per_trial": speedup("per_trial"), "walls": walls,
+            "results": results, "same_metrics": all(m == metrics[0] for m in metrics)}
 
 
 def main() -> None:
@@ -204,7 +215,7 @@ def main() -> None:
     parser.add_argument("--search-repetitions", type=int, default=1, help="A/B pairs of cross-trial searches")
     parser.add_argument("--cpus-per-trial", type=float, default=2.0)
     # One arm of the cross-trial comparison, run in a fresh process by cross_trial().
-    parser.add_argument("--search-arm", choices=["shared", "recompute"], help=argparse.SUPPRESS)
+    parser.add_argument("--search-arm", choices=list(SEARCH_ARMS), help=argparse.SUPPRESS)
     parser.add_argument("--dataset", help=argparse.SUPPRESS)
     parser.add_argument("--weights", help=argparse.SUPPRESS)
     parser.add_argument("--storage", help=argparse.SUPPRESS)
@@ -229,15 +240,17 @@ def main() -> None:
     trials, epochs = (4, 3) if args.short else (args.trials, args.search_epochs)
     shared = cross_trial(dataset, size=args.search_size, epochs=epochs, trials=trials,
                          repetitions=args.search_repetitions, cpus_per_trial=args.cpus_per_trial)
-    note(f"cross-trial search: {trials} lp trials x {epochs} epochs, resnet18 {args.search_size} px, "
-         f"walls {shared['walls']}, shared arm {shared['results']['shared']['trial_epochs']} trial-epochs and "
-         f"{shared['results']['shared']['entries']} stored entry, recompute arm "
-         f"{shared['results']['recompute']['trial_epochs']} trial-epochs")
-    figure(f"lp_cache.search_speedup.{trials}x_resnet18.lp", shared["speedup"], ">= 10", shared["speedup"] >= 10,
-           fmt="{:.1f}", what=f"search of {trials} lp trials (run_search, Ray Tune + MLflow): each trial computing "
-                              "its frozen outputs / the trials sharing them")
+    note(f"cross-trial search: {trials} lp trials x {epochs} epochs, resnet18 {args.search_size} px, walls "
+         f"{shared['walls']}; trial-epochs {({a: r['trial_epochs'] for a, r in shared['results'].items()})}, "
+         f"stored entries {({a: r['entries'] for a, r in shared['results'].items()})}")
+    figure(f"lp_cache.search_speedup.{trials}x_resnet18.lp", shared["over_recompute"], ">= 10",
+           shared["over_recompute"] >= 10, fmt="{:.1f}",
+           what=f"search of {trials} lp trials at {args.search_size} px (run_search, Ray Tune + MLflow): every "
+                "epoch recomputing the frozen trunk (no cache) / the trials sharing its stored outputs")
+    figure(f"lp_cache.search_speedup_over_per_trial.{trials}x_resnet18.lp", shared["over_per_trial"], fmt="{:.1f}",
+           what="the same search: each trial computing its frozen outputs once (the per-trial cache) / sharing them")
     figure(f"lp_cache.search_same_metrics.{trials}x_resnet18.lp", "yes" if shared["same_metrics"] else "NO", "yes",
-           shared["same_metrics"], what="every trial-epoch's val_auc identical in the two searches")
+           shared["same_metrics"], what="every trial-epoch's val_auc identical in the three searches")
     if args.only_search:
         return
     for backbone, size, extra in cases:
