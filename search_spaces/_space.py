@@ -133,12 +133,29 @@ def enumerate_space(define: Define, pins: Mapping[str, Any] | None = None) -> li
     values, following conditional branches. Each result is ``Space.configuration``: constants, asked
     values and fixed pins."""
     configs: list[dict[str, Any]] = []
+    asked: set[str] = set()
     path: list[int] | None = []
     while path is not None:
         space = _PathSpace(path, pins)
         configs.append(space.configuration(define(space)))
+        asked |= space.values.keys()
         path = _next_path(path + [0] * (len(space.widths) - len(path)), space.widths)
+    _check_list_pins_are_asked(pins or {}, asked, configs)
     return configs
+
+
+def _check_list_pins_are_asked(pins: Mapping[str, Any], asked: set[str], configs: list[dict[str, Any]]) -> None:
+    """A list pin narrows a question the space asks; on a value no branch asks (a constant such as
+    ``optimizer: sgd``, or a parameter the space leaves at the trial's default) it would be dropped and
+    every trial would run one value: refused instead."""
+    for name, values in pins.items():
+        if isinstance(values, list) and name not in asked:
+            fixed = sorted({repr(c[name]) for c in configs if name in c})
+            where = f"it sets {name} to {', '.join(fixed)}" if fixed else f"{name} stays at the trial's default"
+            raise ConfigError(f"--set {name}={values}: the search space never asks for {name!r} ({where}), so a "
+                              f"list cannot make it a choice and every trial would run one value. Pin one value "
+                              f"(--set {name}={values[0]!r}), or search it with a space that asks for it "
+                              f"(s.choice({name!r}, ...) in a module of search_spaces/).")
 
 
 def _next_path(path: list[int], widths: list[int]) -> list[int] | None:

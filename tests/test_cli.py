@@ -63,3 +63,14 @@ def test_train_runs_one_trial_without_ray(small_npz, tmp_path, capsys):
     out = capsys.readouterr().out
     assert '"kernel_size": 5' in out and '"epoch": 1' in out
     assert (tmp_path / "checkpoint" / "test_scores.csv").is_file()
+
+
+def test_train_refuses_a_list_pin_with_one_line(small_npz, tmp_path, capsys):
+    """``medtune train`` runs one configuration: a list would have trained its first value unsaid."""
+    with ray_never_started():
+        code = main(["train", "--space", "quick", "--dataset", str(small_npz), "--set", "head=['linear','conv']",
+                     "--out", str(tmp_path)])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "medtune train runs one configuration" in err and "--set head='linear'" in err
+    assert not (tmp_path / "checkpoint").exists()

@@ -161,3 +161,15 @@ def test_a_pin_overrides_a_space_constant_in_the_grid_and_in_a_sampled_trial():
         config = _OptunaDefine("quick", pins)(study.ask())
         assert config["image_size"] == 32 and config["head"] in ("linear", "convskip")
     assert {c["image_size"] for c in enumerate_space(get_space("quick").define, {"weights": "none"})} == {28}
+
+
+def test_a_list_pin_on_a_value_the_space_never_asks_is_refused_before_anything_runs():
+    """``quick`` sets ``optimizer: sgd`` and never asks for it: ``--set optimizer=[adam,sgd]`` used to be
+    dropped, and every trial ran SGD. A list on a value some branch asks (``kernel_size``, asked for
+    conv heads only) still narrows it."""
+    with pytest.raises(ConfigError, match=r"never asks for 'optimizer' \(it sets optimizer to 'sgd'\)"):
+        prepare(SearchRequest(space="quick", dataset="breastmnist", pins={"optimizer": ["adam", "sgd"]}))
+    with pytest.raises(ConfigError, match=r"never asks for 'momentum' \(momentum stays at the trial's default\)"):
+        prepare(SearchRequest(space="quick", dataset="breastmnist", pins={"momentum": [0.5, 0.9]}))
+    _, configs = prepare(SearchRequest(space="quick", dataset="breastmnist", pins={"kernel_size": [3, 5]}))
+    assert {c["kernel_size"] for c in configs if c["head"] != "linear"} == {3, 5}

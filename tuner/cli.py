@@ -229,6 +229,10 @@ def _train(args: argparse.Namespace) -> int:
     from tuner.training.trial import run_trial
 
     pins = pins_from_pairs(args.set)
+    for key, value in pins.items():
+        if isinstance(value, list):
+            raise ConfigError(f"--set {key}={value}: medtune train runs one configuration, and this lists "
+                              f"several. Pin one (--set {key}={value[0]!r}), or search them with medtune tune.")
     config = make_trial_config(enumerate_space(get_space(args.space).define, pins)[0])
     data = load_dataset(args.dataset, args.data_root, patient_regex=args.patient_regex)
     print("medtune: training " + json.dumps(config), flush=True)
