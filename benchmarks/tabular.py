@@ -104,8 +104,8 @@ def train_grid(args: argparse.Namespace) -> None:
         if point_key(point) in done:
             continue
         grid_pins = {**point["pins"], "epochs": args.epochs, "seed": 0, "backbone": args.backbone}
-        (asked,) = enumerate_space(define, grid_pins)
-        config = make_trial_config(asked)
+        (point_config,) = enumerate_space(define, grid_pins)
+        config = make_trial_config(point_config)
         session = LocalSession(_common.scratch_dir("medtune-tabular-"))
         start = time.perf_counter()
         with contextlib.redirect_stdout(io.StringIO()):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -40,9 +41,8 @@ class ModuleFolders:
         self.root = root
 
     def mktemp(self, name: str) -> Path:
-        path = self.root / name
-        path.mkdir()
-        return path
+        """A new folder named after ``name`` (unique, as ``tmp_path_factory.mktemp``'s are)."""
+        return Path(tempfile.mkdtemp(prefix=f"{name}-", dir=self.root))
 
 
 @pytest.fixture(scope="module")
