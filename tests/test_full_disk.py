@@ -74,8 +74,12 @@ def test_a_disk_that_fills_ends_the_affected_trials_with_the_reason_and_resume_f
         return
     request.getfixturevalue("ray_local")  # Ray and the data only where the test runs
     small_npz = request.getfixturevalue("small_npz")
+    # one trial at a time (2 CPUs each, of Ray's 2): a trial that finds the disk full has removed its partial
+    # checkpoint before the driver writes its error files, which another trial's checkpoint in flight could
+    # otherwise take the last MB from (that race, in CI, left an empty error pickle: ``tune_results``)
     search = SearchRequest(space="quick", dataset=str(small_npz), search="grid", max_epochs=2, pins=PINS,
-                          storage=str(small_disk), experiment="full", grace_period=2, max_failures=0)
+                          storage=str(small_disk), experiment="full", grace_period=2, max_failures=0,
+                          cpus_per_trial=2)
     running = threading.Event()
     running.set()
 

@@ -2,7 +2,8 @@
 
 The jobs live in their own modules and meet here: the request and its checks (``search_request``),
 the arms' equal budgets (``arms``), Ray start-up (``cluster``), the tracking store (``tracking``), the
-Optuna studies (``optuna_study``), the Tuner (``tune_build``) and the outcome (``search_summary``).
+Optuna studies (``optuna_study``), the Tuner (``tune_build``), its results (``tune_results``) and the
+outcome (``search_summary``).
 The trainable every trial worker runs is ``tuner.training.trainable.tune_trial``: defined here, it would
 make every worker import all of the above.
 """
@@ -40,6 +41,7 @@ from tuner.tracking import (
 from tuner.training.checkpoint import CheckpointPolicy
 from tuner.training.trainable import tune_trial
 from tuner.tune_build import search_tuner, with_data
+from tuner.tune_results import fit_results
 
 __all__ = ["SEARCH_FILE", "SearchOutcome", "SearchRequest", "prepare", "run_search", "sync_search"]
 
@@ -103,7 +105,7 @@ def run_search(request: SearchRequest) -> SearchOutcome:
         say(f"medtune: {arms}Optuna studies in {optuna_url} (optuna-dashboard {optuna_url})")
     with graceful_stop() as stop:  # Ctrl-C / SIGTERM: trials stopped, state saved (tuner.interrupt)
         try:
-            results = runner.fit()
+            results = fit_results(runner, experiment_dir)
         except KeyboardInterrupt:  # a second signal: out at once
             raise SearchInterrupted(name, experiment_dir, stop.signum or 2, forced=True) from None
     if stop.signum is not None:  # the parent run stays open: --resume continues it
