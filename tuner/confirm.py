@@ -45,6 +45,7 @@ from tuner.tracking import CONFIRM_RUNS, MlflowTrialLogger, open_store, redact, 
 from tuner.training.checkpoint import CHECKPOINT_RANK
 from tuner.training.trainable import tune_trial
 from tuner.tune_build import make_tuner, with_data
+from tuner.tune_results import fit_results
 
 FIRST_SEED = 1000  # replicate seeds start here (or above the search's largest seed)
 
@@ -182,7 +183,7 @@ def run_confirm(request: ConfirmRequest) -> ConfirmOutcome:
     say(f"medtune: confirmation of {request.experiment!r} ({record['selection']['describe']}): "
         f"{record['runs']} runs, seeds {record['seeds']}; Tune results in {directory}; MLflow "
         f"{redact(store.tracking_uri)} (parent run {parent_run_id})")
-    results = runner.fit()
+    results = fit_results(runner, directory)
     ended = Counter(_ended(result) for result in results)
     model_uri, registered = log_confirmed_model(results, store.tracking_uri, parent_run_id, data, request.register)
     return ConfirmOutcome(directory, store.tracking_uri, parent_run_id, request.experiment,

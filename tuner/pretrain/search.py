@@ -38,6 +38,7 @@ from tuner.pretrain.train import EPOCH_METRICS, RECONSTRUCTIONS_FILE, train_vae
 from tuner.terminal import say
 from tuner.tracking import ROLE_TAG, MlflowTrialLogger, RunLayout, param_value, redact, start_run
 from tuner.tune_build import asha, make_tuner, with_data
+from tuner.tune_results import fit_results
 
 LATENT_DIMS = (64, 128, 256)
 BETA_RANGE = (0.25, 4.0)
@@ -101,7 +102,7 @@ def run_pretrain_search(request: PretrainRequest) -> PretrainOutcome:
                         param_space=param_space)
     say(f"medtune: pretraining search {name!r}: {request.num_samples} trials; Tune results in {experiment_dir}; "
         f"MLflow {redact(store.tracking_uri)} (parent run {parent})")
-    results = runner.fit()
+    results = fit_results(runner, experiment_dir)
     errored = sum(1 for r in results if r.error is not None)
     if errored == len(results):
         client.set_terminated(parent, status="FAILED")
