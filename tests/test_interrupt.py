@@ -21,7 +21,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from tests.services import REPO, stop_group, wait_for
-from tuner.interrupt import SearchInterrupted, resume_command
+from tuner.interrupt import SearchInterrupted, graceful_stop, resume_command
 from tuner.search import SearchRequest, run_search
 from tuner.tracking import read_results
 
@@ -175,5 +175,43 @@ def test_a_second_ctrl_c_exits_at_once(small_npz, tmp_path):
             stop_group(driver, signal.SIGKILL)
     log = (tmp_path / "driver.log").read_text()
     assert code == 130, log[-3000:]
-    assert "SIGINT again: exited without waiting" in log and "Resume with:" in log
+    # the second signal found the graceful stop under way, or (a fast stop) the process already exiting
+    assert "SIGINT again: exited without waiting" in log or "SIGINT again: exiting at once" in log, log[-3000:]
+    assert "Resume with:" in log and "Exception ignored" not in log
     assert waited < 60
+
+
+def test_a_second_signal_during_the_graceful_stop_interrupts_it():
+    """In this process, Tune's SIGUSR1 handler (which ``graceful_stop`` calls on the first signal)
+    replaced by a recorder: the first SIGINT asks it to stop; the second raises at once."""
+    asked: list[int] = []
+    with pytest.raises(KeyboardInterrupt), graceful_stop() as request:
+        signal.signal(signal.SIGUSR1, lambda signum, frame: asked.append(signum))  # Tune's, while it runs
+        os.kill(os.getpid(), signal.SIGINT)
+        wait_for(lambda: asked, 5, "the stop asked of Tune")
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(5)  # the second signal interrupts this
+    assert request.signum == signal.SIGINT and asked == [signal.SIGINT]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # Python's own handler is back
+
+
+def test_a_signal_while_the_cli_exits_after_a_stop_ends_it_at_once():
+    """What the CLI does once it holds the ``SearchInterrupted``: a signal during the exit's ``atexit``
+    work (Ray's shutdown, here a sleep) ends the process at once, with 130. Python's own handler raised
+    ``KeyboardInterrupt`` inside Ray's shutdown, and the driver died of SIGSEGV."""
+    child = subprocess.Popen([sys.executable, "-c", (
+        "import atexit, sys, time\n"
+        "from tuner.interrupt import exit_at_once_on_another_signal\n"
+        "exit_at_once_on_another_signal()\n"
+        "atexit.register(lambda: (print('exiting', flush=True), time.sleep(60)))\n"
+        "sys.exit(0)\n")], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)})
+    try:
+        assert child.stdout.readline().strip() == "exiting"
+        child.send_signal(signal.SIGINT)
+        code = child.wait(timeout=20)
+    finally:
+        if child.poll() is None:
+            child.kill()
+    assert code == 130
+    assert "SIGINT again: exiting at once" in child.stderr.read()

@@ -21,7 +21,7 @@ from tuner.confirm_cli import (
 )
 from tuner.ensemble_cli import add_ensemble_parser, ensemble_command
 from tuner.errors import ConfigError
-from tuner.interrupt import SearchInterrupted, resume_command
+from tuner.interrupt import SearchInterrupted, exit_at_once_on_another_signal, resume_command
 from tuner.options import OneLineParser, add_option, add_search_arguments
 from tuner.search_request import TUNE_OPTION
 from tuner.terminal import DEFAULT, add_verbosity_arguments, terminal
@@ -183,6 +183,7 @@ def _tune(args: argparse.Namespace) -> int:
     try:
         outcome = _run_tune(args, confirm is not None)
     except SearchInterrupted as stop:  # Ctrl-C or SIGTERM: how to go on (tuner.interrupt)
+        exit_at_once_on_another_signal()  # the process is ending: one more Ctrl-C ends it now
         print(stop.advice(resume_command(args.argv, stop.experiment)), file=sys.stderr, flush=True)
         return stop.exit_code
     except KeyboardInterrupt:  # before any trial started: nothing to resume

@@ -5,7 +5,9 @@ The first SIGINT or SIGTERM of the driver asks Ray Tune to stop the way its own 
 stopped, and the experiment state is saved, so that ``--resume`` re-runs no finished trial and
 continues the stopped ones from their last checkpoint. The search then ends with ``SearchInterrupted``,
 whose message gives the exact command that resumes it. A second signal exits at once
-(``KeyboardInterrupt``, then ``SearchInterrupted(forced=True)``); a third is the default, fatal one.
+(``KeyboardInterrupt``, then ``SearchInterrupted(forced=True)``). Once the CLI has the search's
+``SearchInterrupted``, any further signal ends the process at once (``exit_at_once_on_another_signal``),
+wherever its exit has got to.
 SIGTERM is treated like Ctrl-C because it is what a scheduler (Slurm, Kubernetes, ``docker stop``)
 sends before it kills.
 """
@@ -96,6 +98,22 @@ def graceful_stop() -> Iterator[StopRequest]:
             os.environ.pop("TUNE_DISABLE_SIGINT_HANDLER", None)
         else:
             os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = tune_handler
+
+
+def exit_at_once_on_another_signal() -> None:
+    """From now on, SIGINT or SIGTERM ends the process at once, with 128 + the signal's number: for a
+    process that is ending after a stopped search (the CLI, once it holds the ``SearchInterrupted``),
+    whose state is saved. Python's default handler would raise ``KeyboardInterrupt`` wherever the exit
+    has got to, e.g. inside Ray's ``atexit`` shutdown, which it leaves half done: the process then died
+    of SIGSEGV instead of exiting."""
+
+    def exit_now(signum: int, frame: FrameType | None) -> None:
+        print(f"medtune: {signal.Signals(signum).name} again: exiting at once. The search's state was saved; "
+              "--resume continues it.", file=sys.stderr, flush=True)
+        os._exit(128 + signum)
+
+    signal.signal(signal.SIGINT, exit_now)
+    signal.signal(signal.SIGTERM, exit_now)
 
 
 def resume_command(argv: list[str], experiment: str) -> str:
