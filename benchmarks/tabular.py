@@ -204,7 +204,10 @@ def replay_optuna(curves: dict, knobs: dict, *, pruner: str, seed: int, budget: 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     chosen = (optuna.pruners.SuccessiveHalvingPruner() if pruner == "sh"
               else optuna.pruners.HyperbandPruner(min_resource=1, max_resource=epochs))
-    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed), pruner=chosen)
+    # named, so that HyperbandPruner's brackets (a hash of the study's name and the trial's number) are the
+    # same in every replay of a seed: with Optuna's random default name its result moved between runs
+    study = optuna.create_study(study_name=f"tabular-{pruner}-seed{seed}", direction="maximize",
+                                sampler=optuna.samplers.TPESampler(seed=seed), pruner=chosen)
     choices = _Choices(knobs, epochs)
     spent: list[float] = []
 
