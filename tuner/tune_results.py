@@ -14,8 +14,8 @@ import pickle
 from pathlib import Path
 
 from ray import tune
+from ray.tune.result import EXPR_ERROR_PICKLE_FILE as ERROR_PICKLE  # in each trial's folder
 
-ERROR_PICKLE = "error.pkl"  # Ray Tune's EXPR_ERROR_PICKLE_FILE, in each trial's folder
 _TRUNCATED = (EOFError, pickle.UnpicklingError)
 
 
